@@ -1,0 +1,3 @@
+from session_manager.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""`.claude/session-manager.toml`: optional, validated, with the design's defaults.
+
+A bad key or value is one `ConfigError` naming the file and the dotted key, e.g.
+``.claude/session-manager.toml: pipelines.production.3.max_attempts: must be >= 1``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from session_manager.errors import ConfigError, describe_validation_error
+
+CONFIG_NAME = "session-manager.toml"
+
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QualityGate(Strict):
+    overall: Ratio = 0.85
+    critical: Ratio = 0.6
+    metrics: dict[str, Ratio] = Field(default_factory=dict)
+
+
+class StageDef(Strict):
+    name: Annotated[str, Field(pattern=STAGE_NAME_PATTERN)]
+    requires: list[str] = Field(default_factory=list)
+    quality_gate: QualityGate | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    on_quality_fail: str | None = None
+    expected_minutes: Annotated[float, Field(gt=0)] = 15.0
+
+
+def _stages(*names: str, gated: tuple[str, ...] = (), minutes: float = 15.0) -> list[StageDef]:
+    return [
+        StageDef(name=n, quality_gate=QualityGate() if n in gated else None, expected_minutes=minutes)
+        for n in names
+    ]
+
+
+DEFAULT_PIPELINES: dict[str, list[StageDef]] = {
+    "production": _stages(
+        "01_deep_research",
+        "02_questions",
+        "03_synthesis",
+        "04_quality_claude",
+        "05_quality_gemini",
+        "06_feedback_synthesis",
+        "07_script_polish",
+        "08_final_review",
+        "09_audio_synthesis",
+        gated=("04_quality_claude", "05_quality_gemini", "08_final_review"),
+        minutes=10.0,
+    ),
+    "dev": [
+        StageDef(name="initialization", expected_minutes=10),
+        StageDef(name="planning", expected_minutes=20),
+        StageDef(name="execution", expected_minutes=180),
+        StageDef(name="validation", expected_minutes=30),
+        StageDef(name="review", expected_minutes=15),
+    ],
+    "platform": _stages("requirements", "design", "migration_plan", "risk_assessment", "review", minutes=30),
+    "coded": _stages("implement", "test", "review", "release", minutes=30),
+}
+
+
+class Pipelines(Strict):
+    dev: list[StageDef] = Field(default_factory=lambda: DEFAULT_PIPELINES["dev"])
+    production: list[StageDef] = Field(default_factory=lambda: DEFAULT_PIPELINES["production"])
+    platform: list[StageDef] = Field(default_factory=lambda: DEFAULT_PIPELINES["platform"])
+    coded: list[StageDef] = Field(default_factory=lambda: DEFAULT_PIPELINES["coded"])
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Pipelines:
+        for level in ("dev", "production", "platform", "coded"):
+            stages: list[StageDef] = getattr(self, level)
+            if not stages:
+                raise ValueError(f"{level}: a pipeline needs at least one stage")
+            names = [s.name for s in stages]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{level}: stage names repeat: {', '.join(duplicates)}")
+            for index, stage in enumerate(stages):
+                target = stage.on_quality_fail
+                if target is not None and target not in names[:index]:
+                    raise ValueError(
+                        f"{level}.{stage.name}.on_quality_fail: {target!r} is not an earlier stage"
+                        f" (earlier: {', '.join(names[:index]) or 'none'})"
+                    )
+        return self
+
+    def for_level(self, level: str) -> list[StageDef]:
+        return getattr(self, level)
+
+
+class Alerts(Strict):
+    cost_ratio: Ratio = 0.8
+    quality_min: Ratio = 0.85
+    time_ratio: Annotated[float, Field(gt=0)] = 1.2
+    error_rate: Ratio = 0.10
+
+
+class Budgets(Strict):
+    """Default budget in USD per level when `start` names none (seed: episode target $4-5)."""
+
+    dev: Annotated[float, Field(ge=0)] | None = None
+    production: Annotated[float, Field(ge=0)] | None = 5.0
+    platform: Annotated[float, Field(ge=0)] | None = None
+    coded: Annotated[float, Field(ge=0)] | None = None
+
+
+class Backup(Strict):
+    enabled: bool = True
+    branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")] = "session-backups"
+    interval_seconds: Annotated[float, Field(gt=0)] = 300.0
+    coalesce_seconds: Annotated[float, Field(ge=0)] = 2.0
+    remote: str | None = None
+    push: bool = False
+
+    @field_validator("branch")
+    @classmethod
+    def _branch_is_safe(cls, value: str) -> str:
+        if ".." in value or value.endswith((".lock", "/", ".")) or "//" in value:
+            raise ValueError("not a valid git branch name")
+        return value
+
+
+class ModelPrice(Strict):
+    """USD per million tokens."""
+
+    input: Annotated[float, Field(ge=0)]
+    output: Annotated[float, Field(ge=0)]
+    cache_write: Annotated[float, Field(ge=0)] | None = None
+    cache_read: Annotated[float, Field(ge=0)] | None = None
+
+
+class Prices(Strict):
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    calls: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class Config(Strict):
+    pipelines: Pipelines = Field(default_factory=Pipelines)
+    alerts: Alerts = Field(default_factory=Alerts)
+    budgets: Budgets = Field(default_factory=Budgets)
+    backup: Backup = Field(default_factory=Backup)
+    prices: Prices = Field(default_factory=Prices)
+    lock_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    def pipeline(self, level: str) -> list[StageDef]:
+        return self.pipelines.for_level(level)
+
+    def stage(self, level: str, name: str) -> StageDef:
+        for stage in self.pipeline(level):
+            if stage.name == name:
+                return stage
+        return StageDef(name=name)
+
+
+def load_config(claude_dir: Path) -> Config:
+    """Read `<claude_dir>/session-manager.toml` if present; defaults otherwise."""
+    path = claude_dir / CONFIG_NAME
+    source = f".claude/{CONFIG_NAME}"
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None

@@ -1,0 +1,260 @@
+"""The domain model: what a session is, as written to `pipeline_status.json` and `metadata.json`.
+
+Field names follow seed 000's "Pipeline Status Structure" and "Stage Completion Records" so files
+written by this tool read like the ones people already know. Times are ISO-8601 UTC (`...Z`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc_times(cls, value: Any) -> Any:
+        return _aware(value) if isinstance(value, datetime) else value
+
+
+class SessionStatus(StrEnum):
+    initialized = "initialized"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    abandoned = "abandoned"
+
+
+class StageStatus(StrEnum):
+    pending = "pending"
+    in_progress = "in_progress"
+    completed = "completed"
+    failed = "failed"
+    retrying = "retrying"
+    escalated = "escalated"
+    bypassed = "bypassed"
+    skipped = "skipped"
+
+
+DONE_STAGE = (StageStatus.completed, StageStatus.bypassed, StageStatus.skipped)
+ACTIVE_SESSION = (SessionStatus.initialized, SessionStatus.in_progress, SessionStatus.failed)
+
+
+class StageState(Model):
+    status: StageStatus = StageStatus.pending
+    attempts: int = 0
+    total_attempts: int = 0
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    execution_seconds: float | None = None
+    overall_score: float | None = None
+    feedback: str | None = None
+    last_error: str | None = None
+    override_reason: str | None = None
+    gate_failures: int = 0
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class Task(Model):
+    id: int
+    title: str
+    created_at: Timestamp
+    done_at: Timestamp | None = None
+    carried_from: str | None = None
+
+
+class Blocker(Model):
+    id: int
+    text: str
+    created_at: Timestamp
+    cleared_at: Timestamp | None = None
+    carried_from: str | None = None
+
+
+class Note(Model):
+    text: str
+    at: Timestamp
+    stage: str | None = None
+
+
+class Progress(Model):
+    tasks_completed: list[Task] = Field(default_factory=list)
+    tasks_pending: list[Task] = Field(default_factory=list)
+    blockers: list[Blocker] = Field(default_factory=list)
+    blockers_cleared: list[Blocker] = Field(default_factory=list)
+    learnings: list[Note] = Field(default_factory=list)
+    decisions: list[Note] = Field(default_factory=list)
+    percent: float = 0.0
+
+    def next_task_id(self) -> int:
+        return max((t.id for t in [*self.tasks_completed, *self.tasks_pending]), default=0) + 1
+
+    def next_blocker_id(self) -> int:
+        return max((b.id for b in [*self.blockers, *self.blockers_cleared]), default=0) + 1
+
+
+class Tokens(Model):
+    input: int = 0
+    output: int = 0
+    cache_write: int = 0
+    cache_read: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_write + self.cache_read
+
+
+class CostTracking(Model):
+    total_cost: float = 0.0
+    cost_by_stage: dict[str, float] = Field(default_factory=dict)
+    cost_by_model: dict[str, float] = Field(default_factory=dict)
+    tokens: Tokens = Field(default_factory=Tokens)
+    tokens_used: int = 0
+    api_calls: dict[str, int] = Field(default_factory=dict)
+    entries: int = 0
+
+
+class Budget(Model):
+    usd: float | None = None
+
+
+class Alert(Model):
+    kind: Literal["cost", "quality", "time", "error_rate"]
+    severity: Literal["warning", "critical"]
+    message: str
+    value: float
+    threshold: float
+    raised_at: Timestamp
+
+
+class ErrorRecord(Model):
+    stage: str | None
+    error: str
+    at: Timestamp
+    attempt: int
+    retryable: bool
+    decision: Literal["retry", "escalate"]
+
+
+class SessionState(Model):
+    """`pipeline_status.json`: the single source of truth for one session."""
+
+    schema_version: int = SCHEMA_VERSION
+    session_id: str
+    level: Literal["dev", "production", "platform", "coded"]
+    episode_number: int | None = None
+    status: SessionStatus = SessionStatus.initialized
+    current_stage: str | None = None
+    started_at: Timestamp
+    last_updated: Timestamp
+    completed_at: Timestamp | None = None
+    ended_at: Timestamp | None = None
+    stages_completed: list[str] = Field(default_factory=list)
+    stages_remaining: list[str] = Field(default_factory=list)
+    stages: dict[str, StageState] = Field(default_factory=dict)
+    quality_metrics: dict[str, float] = Field(default_factory=dict)
+    quality_overall: float | None = None
+    cost_tracking: CostTracking = Field(default_factory=CostTracking)
+    error_count: int = 0
+    recovery_count: int = 0
+    errors: list[ErrorRecord] = Field(default_factory=list)
+    progress: Progress = Field(default_factory=Progress)
+    budget: Budget = Field(default_factory=Budget)
+    alerts: list[Alert] = Field(default_factory=list)
+    summary: str | None = None
+    claude_sessions: list[str] = Field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE_SESSION
+
+
+class CreatedBy(Model):
+    actor: str
+    user: str | None = None
+    claude_session: str | None = None
+
+
+class Metadata(Model):
+    """`metadata.json`: what the session is about; set at start, rarely changed."""
+
+    session_id: str
+    level: Literal["dev", "production", "platform", "coded"]
+    episode_number: int | None = None
+    topic: str | None = None
+    complexity: int | None = None
+    tag: str | None = None
+    budget_usd: float | None = None
+    objectives: list[str] = Field(default_factory=list)
+    created_at: Timestamp
+    created_by: CreatedBy
+
+
+class StageQuality(Model):
+    model_config = ConfigDict(extra="allow")
+    overall_score: float | None = None
+
+
+class HandoffData(Model):
+    next_agent: str | None
+    required_inputs: list[str]
+    validation_passed: bool
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class CostData(Model):
+    tokens_used: int | None = None
+    estimated_cost: float | None = None
+    model_used: str | None = None
+
+
+class StageRecord(Model):
+    """`<stage>_complete.json`: seed 000's stage completion record."""
+
+    agent_id: str
+    status: str
+    attempt: int
+    started_at: Timestamp | None
+    completed_at: Timestamp
+    execution_time: str
+    input_hash: str
+    output_quality: StageQuality
+    gate: dict[str, Any] | None = None
+    handoff_data: HandoffData
+    cost_data: CostData
+    notes: str | None = None
+
+
+def format_duration(seconds: float | None) -> str:
+    """`00:12:34`, the seed's execution_time format (hours may exceed 24)."""
+    if seconds is None:
+        return "--:--:--"
+    whole = int(round(seconds))
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def dump_json(model: BaseModel) -> str:
+    """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline."""
+    return model.model_dump_json(indent=2) + "\n"

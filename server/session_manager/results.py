@@ -1,0 +1,68 @@
+"""What service operations return: pydantic models the CLI formats and MCP sends as structured content."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from session_manager.model import Alert, Metadata, SessionState, Timestamp
+
+
+class SessionSummary(BaseModel):
+    session_id: str
+    level: str
+    status: str
+    topic: str | None = None
+    current_stage: str | None = None
+    current_stage_status: str | None = None
+    progress_percent: float
+    started_at: Timestamp
+    last_updated: Timestamp
+    total_cost: float
+    budget_usd: float | None = None
+    tasks_pending: int
+    blockers: int
+    alerts: list[Alert] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, state: SessionState, metadata: Metadata | None = None) -> SessionSummary:
+        current = state.stages.get(state.current_stage) if state.current_stage else None
+        return cls(
+            session_id=state.session_id, level=state.level, status=str(state.status),
+            topic=metadata.topic if metadata else None, current_stage=state.current_stage,
+            current_stage_status=str(current.status) if current else None,
+            progress_percent=state.progress.percent, started_at=state.started_at,
+            last_updated=state.last_updated, total_cost=state.cost_tracking.total_cost,
+            budget_usd=state.budget.usd, tasks_pending=len(state.progress.tasks_pending),
+            blockers=len(state.progress.blockers), alerts=state.alerts,
+        )
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+
+
+class SessionDetail(BaseModel):
+    """One session: its state, what it is about, and the time estimate for what is left."""
+
+    state: SessionState
+    metadata: Metadata
+    estimate_remaining_seconds: float | None = None
+    folder: str
+
+
+class StageResult(BaseModel):
+    """The decision of a pipeline operation and where the session now stands."""
+
+    session_id: str
+    decision: str
+    stage: str | None
+    next_stage: str | None = None
+    routed_to: str | None = None
+    feedback: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    attempts_left: int = 0
+    overall_score: float | None = None
+    session_status: str
+    progress_percent: float
+    total_cost: float
+    alerts: list[Alert] = Field(default_factory=list)

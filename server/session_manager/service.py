@@ -1,0 +1,366 @@
+"""The service layer: one method per operation. The CLI, the MCP server and the hooks call
+these and nothing else; every business rule lives here or in the modules it calls.
+
+Each operation validates its arguments into its request model (`requests.py`) first, so bad
+input is refused before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from session_manager import pipeline
+from session_manager.config import Config, load_config
+from session_manager.errors import (
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    SessionError,
+    describe_validation_error,
+)
+from session_manager.levels import LEVELS, resolve_level
+from session_manager.model import (
+    Blocker,
+    Budget,
+    CreatedBy,
+    Metadata,
+    Note,
+    SessionState,
+    SessionStatus,
+    StageState,
+    Task,
+    dump_json,
+    utcnow,
+)
+from session_manager.requests import (
+    EndRequest,
+    ListRequest,
+    OverrideRequest,
+    RecordFailureRequest,
+    ResumeRequest,
+    SessionRequest,
+    StageCompleteRequest,
+    StageStartRequest,
+    StartRequest,
+    UpdateRequest,
+)
+from session_manager.results import SessionDetail, SessionList, SessionSummary, StageResult
+from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
+
+R = TypeVar("R", bound=BaseModel)
+DURATIONS_FILE = "durations.json"
+DURATION_SAMPLES = 50
+
+
+def operation(request: type[R]) -> Callable[[Callable[[Service, R], Any]], Callable[..., Any]]:
+    """Validate keyword arguments into `request` before the operation runs."""
+
+    def wrap(fn: Callable[[Service, R], Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def run(self: Service, **kwargs: Any) -> Any:
+            try:
+                req = request.model_validate(kwargs)
+            except ValidationError as exc:
+                raise InvalidInput(describe_validation_error(exc)) from None
+            return fn(self, req)
+
+        run.request_model = request  # type: ignore[attr-defined]
+        return run
+
+    return wrap
+
+
+class Service:
+    def __init__(
+        self,
+        root: Path | None = None,
+        *,
+        actor: str = "api",
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.root = (root or find_root()).resolve()
+        self.actor = actor
+        self.clock = clock
+        self._config: Config | None = None
+        self.store = Store(self.root)
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.store.claude_dir)
+            self.store.lock_timeout = self._config.lock_timeout_seconds
+        return self._config
+
+    # -- helpers ---------------------------------------------------------------------
+    def resolve_id(self, session_id: str | None) -> str:
+        """The given id, or the active session touched most recently when none is given
+        (folder mtimes order the candidates, so only a few state files are read)."""
+        if session_id is not None:
+            self.store.session_dir(session_id)
+            return session_id
+        for candidate in self.store.ids_by_recent_change():
+            try:
+                if self.store.read_state(candidate).active:
+                    return candidate
+            except SessionError:  # a damaged session is never "the current one"
+                continue
+        raise NotFound("no active session; start one with `session-manager start LEVEL`")
+
+    def _transaction(self, session_id: str) -> Any:
+        self.config  # a malformed config is refused before any lock or write
+        return self.store.transaction(session_id, self.actor, self.clock())
+
+    def _durations(self) -> dict[str, list[float]]:
+        path = self.store.claude_dir / ".session-manager" / DURATIONS_FILE
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _remember_duration(self, level: str, stage: str, seconds: float | None) -> None:
+        """Feed this project's own history of stage durations, used for time estimates."""
+        if seconds is None:
+            return
+        from filelock import FileLock
+
+        folder = self.store.private_dir()
+        with FileLock(str(folder / "durations.lock"), timeout=self.config.lock_timeout_seconds):
+            data = self._durations()
+            samples = data.setdefault(f"{level}/{stage}", [])
+            samples.append(round(seconds, 1))
+            del samples[:-DURATION_SAMPLES]
+            atomic_write(folder / DURATIONS_FILE, json.dumps(data, indent=1) + "\n")
+
+    def _finish(self, tx: Transaction) -> None:
+        pipeline.evaluate_alerts(tx, self.config, self._durations())
+
+    def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
+        return StageResult(
+            session_id=state.session_id, decision=outcome.decision, stage=outcome.stage,
+            next_stage=outcome.next_stage, routed_to=outcome.routed_to, feedback=outcome.feedback,
+            attempts=outcome.attempts, attempts_left=outcome.attempts_left, overall_score=outcome.overall_score,
+            session_status=str(state.status), progress_percent=state.progress.percent,
+            total_cost=state.cost_tracking.total_cost, alerts=state.alerts,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------
+    @operation(StartRequest)
+    def start(self, req: StartRequest) -> SessionDetail:
+        level = req.level
+        if level.needs_number and req.number is None:
+            raise InvalidInput("a production session needs an episode number, e.g. `start prod 5`")
+        if not level.needs_number and req.number is not None:
+            raise InvalidInput(f"only production sessions take an episode number; {level.name} does not")
+        config = self.config
+        now = self.clock()
+        stages = config.pipeline(level.name)
+        budget = req.budget_usd if req.budget_usd is not None else getattr(config.budgets, level.name)
+
+        def build(session_id: str) -> dict[str, str]:
+            state = SessionState(
+                session_id=session_id, level=level.name, episode_number=req.number, started_at=now,
+                last_updated=now, stages={s.name: StageState() for s in stages}, budget=Budget(usd=budget),
+            )
+            pipeline.refresh_progress(state)
+            metadata = Metadata(
+                session_id=session_id, level=level.name, episode_number=req.number, topic=req.topic,
+                complexity=req.complexity, tag=req.tag, budget_usd=budget, objectives=req.objectives or [],
+                created_at=now, created_by=CreatedBy(actor=self.actor, user=_user(), claude_session=req.claude_session),
+            )
+            event = {"session_id": session_id, "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor,
+                     "event": "session_started", "level": level.name, "episode_number": req.number,
+                     "topic": req.topic}
+            return {STATE_FILE: dump_json(state), METADATA_FILE: dump_json(metadata),
+                    EVENTS_FILE: json.dumps(event, separators=(",", ":")) + "\n"}
+
+        session_id = self.store.create_session(level, req.number, req.tag, now, build)
+        return self.show(session_id=session_id)
+
+    @operation(SessionRequest)
+    def show(self, req: SessionRequest) -> SessionDetail:
+        session_id = self.resolve_id(req.session_id)
+        state = self.store.read_state(session_id)
+        estimate = None
+        if state.active:
+            estimate = pipeline.estimate_remaining_seconds(state, self.config, self._durations(), self.clock())
+        return SessionDetail(state=state, metadata=self.store.read_metadata(session_id),
+                             estimate_remaining_seconds=estimate,
+                             folder=str(self.store.session_dir(session_id).relative_to(self.root)))
+
+    @operation(ListRequest)
+    def list_sessions(self, req: ListRequest) -> SessionList:
+        levels = [req.level] if req.level else None
+        summaries: list[SessionSummary] = []
+        for session_id in self.store.iter_ids(levels, req.since):
+            state = self.store.read_state(session_id)
+            if req.since and state.started_at < req.since:
+                continue
+            if req.status == "active" and not state.active:
+                continue
+            if req.status not in (None, "active") and state.status != req.status:
+                continue
+            summaries.append(SessionSummary.of(state, self.store.read_metadata(session_id)))
+            if req.limit and len(summaries) >= req.limit:
+                break
+        summaries.sort(key=lambda s: s.started_at, reverse=True)
+        return SessionList(sessions=summaries)
+
+    def status(self, session_id: str | None = None) -> SessionList | SessionDetail:
+        """One session in detail, or every active session across levels when no id is given."""
+        if session_id is not None:
+            return self.show(session_id=session_id)
+        return self.list_sessions(status="active")
+
+    @operation(UpdateRequest)
+    def update(self, req: UpdateRequest) -> SessionDetail:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            state, progress, now = tx.state, tx.state.progress, tx.now
+            if state.status in (SessionStatus.completed, SessionStatus.abandoned) and state.ended_at:
+                raise InvalidTransition(f"session {session_id} has ended ({state.status}); it cannot change")
+            for ref in req.complete_tasks or []:
+                task = _find(progress.tasks_pending, ref, "pending task", lambda t: t.title)
+                progress.tasks_pending.remove(task)
+                task.done_at = now
+                progress.tasks_completed.append(task)
+                tx.event("task_completed", task_id=task.id, title=task.title)
+            for ref in req.clear_blockers or []:
+                blocker = _find(progress.blockers, ref, "blocker", lambda b: b.text)
+                progress.blockers.remove(blocker)
+                blocker.cleared_at = now
+                progress.blockers_cleared.append(blocker)
+                tx.event("blocker_cleared", blocker_id=blocker.id, text=blocker.text)
+            for title in req.add_tasks or []:
+                task = Task(id=progress.next_task_id(), title=title, created_at=now)
+                progress.tasks_pending.append(task)
+                tx.event("task_added", task_id=task.id, title=title)
+            for text in req.blockers or []:
+                blocker = Blocker(id=progress.next_blocker_id(), text=text, created_at=now)
+                progress.blockers.append(blocker)
+                tx.event("blocker_added", blocker_id=blocker.id, text=text)
+            for kind, texts in (("learning", req.learnings), ("decision", req.decisions)):
+                for text in texts or []:
+                    getattr(progress, kind + "s").append(Note(text=text, at=now, stage=state.current_stage))
+                    tx.event(f"{kind}_added", text=text)
+            if not tx.events:
+                raise InvalidInput("nothing to update: give tasks, blockers, learnings or decisions")
+            self._finish(tx)
+        return self.show(session_id=session_id)
+
+    @operation(EndRequest)
+    def end(self, req: EndRequest) -> SessionDetail:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            state = tx.state
+            if state.ended_at is not None:
+                raise InvalidTransition(
+                    f"session {session_id} already ended ({state.status}) at"
+                    f" {state.ended_at:%Y-%m-%d %H:%M} UTC; a session ends once"
+                )
+            if req.abandoned:
+                pipeline.set_session_status(tx, SessionStatus.abandoned, "ended as abandoned")
+            elif state.status == SessionStatus.failed:
+                raise InvalidTransition(
+                    f"session {session_id} is failed (escalated); resume it, or end it with --abandon"
+                )
+            else:
+                pipeline.set_session_status(tx, SessionStatus.completed, "ended")
+            state.ended_at = tx.now
+            if req.summary:
+                state.summary = req.summary
+            tx.event("session_ended", status=str(state.status), summary=req.summary)
+            self._finish(tx)
+        return self.show(session_id=session_id)
+
+    # -- pipeline ---------------------------------------------------------------------
+    @operation(StageStartRequest)
+    def stage_start(self, req: StageStartRequest) -> StageResult:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            outcome = pipeline.start_stage(tx, self.config, req.stage)
+            self._finish(tx)
+        return self._stage_result(tx.state, outcome)
+
+    @operation(StageCompleteRequest)
+    def stage_complete(self, req: StageCompleteRequest) -> StageResult:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            outcome = pipeline.complete_stage(
+                tx, self.config, req.stage, req.outputs or {}, req.quality or {}, req.cost_usd, req.tokens,
+                req.model, req.notes,
+            )
+            self._finish(tx)
+        stage = tx.state.stages[req.stage]
+        if outcome.decision in ("advanced", "completed"):
+            self._remember_duration(tx.state.level, req.stage, stage.execution_seconds)
+        return self._stage_result(tx.state, outcome)
+
+    @operation(RecordFailureRequest)
+    def record_failure(self, req: RecordFailureRequest) -> StageResult:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            outcome = pipeline.record_failure(tx, self.config, req.stage, req.error, req.retryable)
+            self._finish(tx)
+        return self._stage_result(tx.state, outcome)
+
+    @operation(ResumeRequest)
+    def resume(self, req: ResumeRequest) -> StageResult:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            outcome = pipeline.resume(tx, req.from_stage)
+            self._finish(tx)
+        return self._stage_result(tx.state, outcome)
+
+    @operation(OverrideRequest)
+    def bypass(self, req: OverrideRequest) -> StageResult:
+        return self._override(req, "bypassed")
+
+    @operation(OverrideRequest)
+    def skip(self, req: OverrideRequest) -> StageResult:
+        return self._override(req, "skipped")
+
+    def _override(self, req: OverrideRequest, kind: Any) -> StageResult:
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            outcome = pipeline.override(tx, req.stage, kind, req.reason)
+            self._finish(tx)
+        return self._stage_result(tx.state, outcome)
+
+    def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        records, _ = self.store.read_events(self.resolve_id(session_id))
+        return records
+
+    def levels(self) -> dict[str, list[str]]:
+        return {name: [s.name for s in self.config.pipeline(name)] for name in LEVELS}
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _find(items: list[Any], ref: str, what: str, text: Callable[[Any], str]) -> Any:
+    """An item by id (`3` or `#3`) or by its exact text."""
+    key = ref.lstrip("#")
+    for item in items:
+        if key.isdigit() and item.id == int(key):
+            return item
+    for item in items:
+        if text(item) == ref:
+            return item
+    known = "; ".join(f"#{item.id} {text(item)[:40]}" for item in items[:10]) or "none"
+    raise NotFound(f"no {what} {ref!r} (by id or exact text); {what}s: {known}")
+
+
+__all__ = ["Service", "resolve_level"]

@@ -1,0 +1,118 @@
+"""Terminal views: turn result models into clean, aligned text. No business rules here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from session_manager.model import DONE_STAGE, Alert, format_duration
+from session_manager.results import SessionDetail, SessionList, StageResult
+
+MARKS = {"warning": "!", "critical": "!!"}
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> str:
+    cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    return "\n".join(indent + line for line in lines)
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def money(value: float | None) -> str:
+    return "-" if value is None else f"${value:,.2f}"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def alerts_block(alerts: Sequence[Alert]) -> list[str]:
+    return [f"  {MARKS[a.severity]:2} {a.kind}: {a.message}" for a in alerts]
+
+
+def session_list(result: SessionList, empty: str = "no sessions") -> str:
+    if not result.sessions:
+        return empty
+    rows = [
+        (s.session_id, s.level, s.status, s.current_stage or "-", f"{s.progress_percent:.0f}%",
+         money(s.total_cost), s.tasks_pending, "!" * len(s.alerts), (s.topic or "")[:40])
+        for s in result.sessions
+    ]
+    return table(("ID", "LEVEL", "STATUS", "STAGE", "DONE", "COST", "TASKS", "ALERTS", "TOPIC"), rows)
+
+
+def session_detail(detail: SessionDetail) -> str:
+    state, meta = detail.state, detail.metadata
+    done = sum(1 for s in state.stages.values() if s.status in DONE_STAGE)
+    title = f"{state.session_id}  {state.level}  {state.status}"
+    if meta.topic:
+        title += f"  · {meta.topic}"
+    lines = [title]
+    line = f"started {when(state.started_at)} UTC · updated {when(state.last_updated)}"
+    line += f" · progress {state.progress.percent:.0f}% ({done}/{len(state.stages)} stages)"
+    if detail.estimate_remaining_seconds is not None and state.active:
+        line += f" · ~{human_duration(detail.estimate_remaining_seconds)} left"
+    lines.append(line)
+    budget = state.budget.usd
+    spent = state.cost_tracking.total_cost
+    cost = f"cost {money(spent)}"
+    if budget:
+        cost += f" of {money(budget)} budget ({spent / budget:.0%})"
+    cost += f" · errors {state.error_count} · recoveries {state.recovery_count}"
+    if state.quality_overall is not None:
+        cost += f" · quality {state.quality_overall:.2f}"
+    lines.append(cost)
+    if state.ended_at:
+        lines.append(f"ended {when(state.ended_at)} UTC" + (f": {state.summary}" if state.summary else ""))
+    lines.append("")
+    rows = []
+    for index, (name, stage) in enumerate(state.stages.items(), 1):
+        marker = ">" if name == state.current_stage and state.active else " "
+        note = stage.override_reason or stage.feedback or stage.last_error or ""
+        rows.append((f"{marker}{index}", name, stage.status, stage.attempts or "",
+                     format_duration(stage.execution_seconds) if stage.execution_seconds is not None else "",
+                     f"{stage.overall_score:.2f}" if stage.overall_score is not None else "",
+                     money(state.cost_tracking.cost_by_stage[name]) if name in state.cost_tracking.cost_by_stage else "",
+                     note[:50]))
+    lines.append(table(("#", "STAGE", "STATUS", "TRIES", "TIME", "QUALITY", "COST", "NOTE"), rows))
+    progress = state.progress
+    if progress.tasks_pending or progress.tasks_completed:
+        lines += ["", f"Tasks ({len(progress.tasks_pending)} pending, {len(progress.tasks_completed)} done)"]
+        lines += [f"  [ ] #{t.id} {t.title}" + (f"  (from {t.carried_from})" if t.carried_from else "")
+                  for t in progress.tasks_pending]
+        lines += [f"  [x] #{t.id} {t.title}" for t in progress.tasks_completed[-5:]]
+    if progress.blockers:
+        lines += ["", "Blockers"] + [f"  ! #{b.id} {b.text}" for b in progress.blockers]
+    if state.alerts:
+        lines += ["", "Alerts"] + alerts_block(state.alerts)
+    if meta.objectives:
+        lines += ["", "Objectives"] + [f"  - {o}" for o in meta.objectives]
+    return "\n".join(lines)
+
+
+def stage_result(result: StageResult) -> str:
+    head = {
+        "started": f"started {result.stage} (attempt {result.attempts}, {result.attempts_left} left after this)",
+        "advanced": f"{result.stage} complete; next: {result.next_stage}",
+        "completed": f"{result.stage} complete; all stages done, session completed",
+        "retry": f"{result.stage}: retry ({result.attempts_left} attempt(s) left)",
+        "routed_back": f"{result.stage}: quality gate failed; routed back to {result.routed_to}",
+        "escalated": f"{result.stage}: escalated, session failed: needs a person (resume when fixed)",
+        "resumed": f"resumed at {result.stage}",
+    }.get(result.decision, f"{result.decision}: {result.stage}")
+    lines = [f"{result.session_id}: {head}"]
+    if result.overall_score is not None:
+        lines.append(f"  quality {result.overall_score:.2f}")
+    lines += [f"  feedback: {f}" for f in result.feedback]
+    lines.append(f"  session {result.session_status} · {result.progress_percent:.0f}% · cost {money(result.total_cost)}")
+    lines += alerts_block(result.alerts)
+    return "\n".join(lines)

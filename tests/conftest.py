@@ -1,0 +1,96 @@
+"""Every test gets its own project folder (a real git repository), its own HOME and a git
+author, so no test touches real state and commits work on any machine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from session_manager.service import Service
+
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Author",
+    "GIT_COMMITTER_EMAIL": "author@example.com",
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.delenv("CLAUDE_PROJECT_DIR", raising=False)
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    monkeypatch.delenv("SESSION_MANAGER_ACTOR", raising=False)
+    for key, value in GIT_ENV.items():
+        monkeypatch.setenv(key, value)
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def service(project: Path) -> Service:
+    return Service(project, actor="test")
+
+
+class CLIResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"<exit {self.code}\nstdout: {self.out}\nstderr: {self.err}>"
+
+
+def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> CLIResult:
+    proc = subprocess.run(
+        [sys.executable, "-m", "session_manager", *args], cwd=cwd, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, input=stdin, timeout=120,
+    )
+    return CLIResult(proc)
+
+
+@pytest.fixture
+def cli(project: Path):
+    def call(*args: str, **kw: object) -> CLIResult:
+        return run_cli(project, *args, **kw)  # type: ignore[arg-type]
+
+    return call
+
+
+def tree_snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under `folder` with a hash of its bytes: equal snapshots mean
+    the tree is byte-for-byte unchanged."""
+    if not folder.exists():
+        return {}
+    snapshot = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        snapshot[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return snapshot
