@@ -21,6 +21,9 @@ from session_manager.errors import InvalidInput, SessionError
 from session_manager.levels import looks_like_session_id
 
 ID_NOTE = "When ID is left out, the most recent active session is meant."
+# Modules that add subcommands: each has `register(sub, command)` (see build_parser).
+# Keep them light to import: heavy imports go inside their handlers.
+COMMAND_MODULES: tuple[str, ...] = ()
 Handler = Callable[[argparse.Namespace], Any]
 
 
@@ -29,7 +32,7 @@ class Parser(argparse.ArgumentParser):
         raise InvalidInput(f"{message} (see `{self.prog} --help`)")
 
 
-def _service(actor: str = "cli") -> Any:
+def service(actor: str = "cli") -> Any:
     from session_manager.service import Service
 
     return Service(actor=os.environ.get("SESSION_MANAGER_ACTOR", actor))
@@ -75,7 +78,7 @@ def cmd_start(args: argparse.Namespace) -> None:
             raise InvalidInput(f"episode number must be a whole number, got {words[0]!r}")
         number = int(words.pop(0))
     topic = args.topic or (" ".join(words) if words else None)
-    result = _service().start(
+    result = service().start(
         level=level.name, number=number, topic=topic, complexity=args.complexity, tag=args.tag,
         budget_usd=args.budget, objectives=args.objective or None,
     )
@@ -90,25 +93,25 @@ def cmd_init(args: argparse.Namespace) -> None:
 def cmd_status(args: argparse.Namespace) -> None:
     from session_manager import views
 
-    service = _service()
+    svc = service()
     if args.id:
-        _emit(args, service.show(session_id=args.id), views.session_detail)
+        _emit(args, svc.show(session_id=args.id), views.session_detail)
     else:
-        _emit(args, service.list_sessions(status="active"),
+        _emit(args, svc.list_sessions(status="active"),
               lambda r: views.session_list(r, "no active sessions (start one: session-manager start dev)"))
 
 
 def cmd_list(args: argparse.Namespace) -> None:
     from session_manager import views
 
-    result = _service().list_sessions(level=args.level, status=args.status, since=args.since, limit=args.limit)
+    result = service().list_sessions(level=args.level, status=args.status, since=args.since, limit=args.limit)
     _emit(args, result, views.session_list)
 
 
 def cmd_end(args: argparse.Namespace) -> None:
     from session_manager import views
 
-    result = _service().end(session_id=args.id, summary=args.summary, abandoned=args.abandon)
+    result = service().end(session_id=args.id, summary=args.summary, abandoned=args.abandon)
     _emit(args, result, lambda r: f"ended {r.state.session_id} ({r.state.status})\n\n" + views.session_detail(r))
 
 
@@ -119,7 +122,7 @@ def _update(field: str, minimum: int) -> Handler:
         session_id, items = _split_id(args.words, minimum)
         if not items:
             raise InvalidInput("give at least one item after the session id")
-        result = _service().update(session_id=session_id, **{field: items})
+        result = service().update(session_id=session_id, **{field: items})
         _emit(args, result, views.session_detail)
 
     return handler
@@ -131,7 +134,7 @@ def cmd_stage_start(args: argparse.Namespace) -> None:
     session_id, rest = _split_id(args.words)
     if len(rest) > 1:
         raise InvalidInput("stage start takes [ID] [STAGE]")
-    result = _service().stage_start(session_id=session_id, stage=rest[0] if rest else None)
+    result = service().stage_start(session_id=session_id, stage=rest[0] if rest else None)
     _emit(args, result, views.stage_result)
 
 
@@ -146,7 +149,7 @@ def cmd_stage_complete(args: argparse.Namespace) -> None:
     from session_manager import views
 
     session_id, stage = _id_and_stage(args.words, "stage complete")
-    result = _service().stage_complete(
+    result = service().stage_complete(
         session_id=session_id, stage=stage, outputs=_pairs(args.output, "--output") or None,
         quality=_pairs(args.quality, "--quality", float) or None, cost_usd=args.cost, tokens=args.tokens,
         model=args.model, notes=args.notes,
@@ -158,7 +161,7 @@ def cmd_stage_fail(args: argparse.Namespace) -> None:
     from session_manager import views
 
     session_id, stage = _id_and_stage(args.words, "stage fail")
-    result = _service().record_failure(session_id=session_id, stage=stage, error=args.error, retryable=not args.fatal)
+    result = service().record_failure(session_id=session_id, stage=stage, error=args.error, retryable=not args.fatal)
     _emit(args, result, views.stage_result)
 
 
@@ -167,8 +170,8 @@ def _override(kind: str) -> Handler:
         from session_manager import views
 
         session_id, stage = _id_and_stage(args.words, kind)
-        service = _service()
-        operation = service.bypass if kind == "bypass" else service.skip
+        svc = service()
+        operation = svc.bypass if kind == "bypass" else svc.skip
         _emit(args, operation(session_id=session_id, stage=stage, reason=args.reason), views.stage_result)
 
     return handler
@@ -177,14 +180,14 @@ def _override(kind: str) -> Handler:
 def cmd_resume(args: argparse.Namespace) -> None:
     from session_manager import views
 
-    result = _service().resume(session_id=args.id, from_stage=args.from_stage)
+    result = service().resume(session_id=args.id, from_stage=args.from_stage)
     _emit(args, result, views.stage_result)
 
 
 def cmd_log(args: argparse.Namespace) -> None:
     import json
 
-    for record in _service().events(args.id)[-args.limit:]:
+    for record in service().events(args.id)[-args.limit:]:
         if args.json:
             print(json.dumps(record))
         else:
@@ -289,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("log", cmd_log, "Show the session's journal (events.jsonl).")
     p.add_argument("id", nargs="?", metavar="ID")
     p.add_argument("--limit", type=int, default=50, help="last N events (default 50)")
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"session_manager.{name}").register(sub, command)
     return parser
 
 

@@ -217,6 +217,8 @@ class Store:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             _fsync_dir(parent)
+            # the lock file exists from birth, so a later refused operation changes nothing on disk
+            self.lock_path(session_id).touch()
             return session_id
         raise InvalidInput(f"too many sessions named {base}; use a different --tag")
 
@@ -260,13 +262,15 @@ class Store:
         return read_jsonl(self.session_dir(session_id) / EVENTS_FILE)
 
     # -- writing ------------------------------------------------------------------
+    def lock_path(self, session_id: str) -> Path:
+        check_session_id(session_id)
+        return self.private_dir("locks") / f"{session_id}.lock"
+
     @contextmanager
     def lock(self, session_id: str) -> Iterator[None]:
         from filelock import FileLock, Timeout
 
-        check_session_id(session_id)
-        path = self.private_dir("locks") / f"{session_id}.lock"
-        lock = FileLock(str(path), timeout=self.lock_timeout)
+        lock = FileLock(str(self.lock_path(session_id)), timeout=self.lock_timeout)
         try:
             lock.acquire()
         except Timeout:
