@@ -187,7 +187,11 @@ def cmd_resume(args: argparse.Namespace) -> None:
 def cmd_log(args: argparse.Namespace) -> None:
     import json
 
-    for record in service().events(args.id)[-args.limit:]:
+    session_id, records, skipped = service().journal(args.id)
+    if skipped:
+        print(f"warning: {skipped} unreadable line(s) in {session_id}/events.jsonl skipped"
+              " (a write cut short by a crash)", file=sys.stderr)
+    for record in records[-args.limit:]:
         if args.json:
             print(json.dumps(record))
         else:

@@ -39,6 +39,7 @@ class SessionSummary(BaseModel):
 
 class SessionList(BaseModel):
     sessions: list[SessionSummary]
+    damaged: list[str] = Field(default_factory=list, description="sessions whose files cannot be read, and how to restore them")
 
 
 class SessionDetail(BaseModel):

@@ -76,8 +76,11 @@ def _fsync_dir(folder: Path) -> None:
 def append_line(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line with a single write, so concurrent appenders never interleave."""
     line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line  # a torn last line (crash mid-write) stays alone, never glued to ours
         os.write(fd, line)
         os.fsync(fd)
     finally:

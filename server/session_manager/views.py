@@ -40,14 +40,17 @@ def alerts_block(alerts: Sequence[Alert]) -> list[str]:
 
 
 def session_list(result: SessionList, empty: str = "no sessions") -> str:
+    damaged = "".join(f"\n  !! {message}" for message in result.damaged)
+    if damaged:
+        damaged = "\nDamaged sessions:" + damaged
     if not result.sessions:
-        return empty
+        return empty + damaged
     rows = [
         (s.session_id, s.level, s.status, s.current_stage or "-", f"{s.progress_percent:.0f}%",
          money(s.total_cost), s.tasks_pending, "!" * len(s.alerts), (s.topic or "")[:40])
         for s in result.sessions
     ]
-    return table(("ID", "LEVEL", "STATUS", "STAGE", "DONE", "COST", "TASKS", "ALERTS", "TOPIC"), rows)
+    return table(("ID", "LEVEL", "STATUS", "STAGE", "DONE", "COST", "TASKS", "ALERTS", "TOPIC"), rows) + damaged
 
 
 def session_detail(detail: SessionDetail) -> str:
