@@ -45,6 +45,11 @@ class BackupError(SessionError):
     exit_code = 1
 
 
+class TemplateError(SessionError):
+    """A markdown template cannot be rendered; the message names the template, the line
+    and what was wrong (an undefined variable, a syntax error, a sandbox refusal)."""
+
+
 def describe_validation_error(error, source: str | None = None) -> str:
     """One line for a pydantic ValidationError: `source: field.path: what is wrong`."""
     problems = error.errors()

@@ -20,13 +20,14 @@ from pydantic import BaseModel, ValidationError
 from session_manager import pipeline
 from session_manager.config import Config, load_config
 from session_manager.errors import (
+    CorruptState,
     InvalidInput,
     InvalidTransition,
     NotFound,
     SessionError,
     describe_validation_error,
 )
-from session_manager.levels import LEVELS, resolve_level
+from session_manager.levels import resolve_level
 from session_manager.model import (
     Blocker,
     Budget,
@@ -143,6 +144,11 @@ class Service:
     def _finish(self, tx: Transaction) -> None:
         pipeline.evaluate_alerts(tx, self.config, self._durations())
 
+    def _after_change(self, session_id: str, trigger: str) -> None:
+        """Runs after every committed change, outside the session lock: refreshes the
+        rendered markdown and takes the backups the design asks for at this trigger
+        ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
+
     def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
         return StageResult(
             session_id=state.session_id, decision=outcome.decision, stage=outcome.stage,
@@ -183,6 +189,7 @@ class Service:
                     EVENTS_FILE: json.dumps(event, separators=(",", ":")) + "\n"}
 
         session_id = self.store.create_session(level, req.number, req.tag, now, build)
+        self._after_change(session_id, "session start")
         return self.show(session_id=session_id)
 
     @operation(SessionRequest)
@@ -200,8 +207,13 @@ class Service:
     def list_sessions(self, req: ListRequest) -> SessionList:
         levels = [req.level] if req.level else None
         summaries: list[SessionSummary] = []
+        damaged: list[str] = []
         for session_id in self.store.iter_ids(levels, req.since):
-            state = self.store.read_state(session_id)
+            try:
+                state = self.store.read_state(session_id)
+            except CorruptState as exc:  # one damaged session must not hide the others
+                damaged.append(str(exc))
+                continue
             if req.since and state.started_at < req.since:
                 continue
             if req.status == "active" and not state.active:
@@ -212,7 +224,7 @@ class Service:
             if req.limit and len(summaries) >= req.limit:
                 break
         summaries.sort(key=lambda s: s.started_at, reverse=True)
-        return SessionList(sessions=summaries)
+        return SessionList(sessions=summaries, damaged=damaged)
 
     def status(self, session_id: str | None = None) -> SessionList | SessionDetail:
         """One session in detail, or every active session across levels when no id is given."""
@@ -254,6 +266,7 @@ class Service:
             if not tx.events:
                 raise InvalidInput("nothing to update: give tasks, blockers, learnings or decisions")
             self._finish(tx)
+        self._after_change(session_id, "update")
         return self.show(session_id=session_id)
 
     @operation(EndRequest)
@@ -279,6 +292,7 @@ class Service:
                 state.summary = req.summary
             tx.event("session_ended", status=str(state.status), summary=req.summary)
             self._finish(tx)
+        self._after_change(session_id, "session end")
         return self.show(session_id=session_id)
 
     # -- pipeline ---------------------------------------------------------------------
@@ -288,6 +302,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.start_stage(tx, self.config, req.stage)
             self._finish(tx)
+        self._after_change(session_id, "stage start")
         return self._stage_result(tx.state, outcome)
 
     @operation(StageCompleteRequest)
@@ -302,6 +317,7 @@ class Service:
         stage = tx.state.stages[req.stage]
         if outcome.decision in ("advanced", "completed"):
             self._remember_duration(tx.state.level, req.stage, stage.execution_seconds)
+        self._after_change(session_id, "stage complete")
         return self._stage_result(tx.state, outcome)
 
     @operation(RecordFailureRequest)
@@ -310,6 +326,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.record_failure(tx, self.config, req.stage, req.error, req.retryable)
             self._finish(tx)
+        self._after_change(session_id, "before recovery")
         return self._stage_result(tx.state, outcome)
 
     @operation(ResumeRequest)
@@ -318,6 +335,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.resume(tx, req.from_stage)
             self._finish(tx)
+        self._after_change(session_id, "resume")
         return self._stage_result(tx.state, outcome)
 
     @operation(OverrideRequest)
@@ -333,14 +351,17 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.override(tx, req.stage, kind, req.reason)
             self._finish(tx)
+        self._after_change(session_id, f"stage {kind}")
         return self._stage_result(tx.state, outcome)
 
-    def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
-        records, _ = self.store.read_events(self.resolve_id(session_id))
-        return records
+    def journal(self, session_id: str | None = None) -> tuple[str, list[dict[str, Any]], int]:
+        """The session's events, and how many torn lines (a crash mid-write) were skipped."""
+        resolved = self.resolve_id(session_id)
+        records, skipped = self.store.read_events(resolved)
+        return resolved, records, skipped
 
-    def levels(self) -> dict[str, list[str]]:
-        return {name: [s.name for s in self.config.pipeline(name)] for name in LEVELS}
+    def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        return self.journal(session_id)[1]
 
 
 def _user() -> str | None:
