@@ -1,0 +1,92 @@
+"""Property-based bad input: whatever the caller sends, the answer is a clear SessionError or a
+success, never a crash, and a refused call leaves the `.claude/` tree byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import tree_snapshot
+from session_manager.errors import SessionError
+from session_manager.service import Service
+
+EXAMPLES = int(os.environ.get("SM_BAD_INPUT_EXAMPLES", "60"))
+COUNTS: dict[str, int] = {}
+
+nasty_text = st.one_of(
+    st.sampled_from([
+        "../", "../../etc/passwd", "/etc/passwd", "a\x00b", "x" * 5000, "", " ", "ep_001_20200101_0000",
+        "dev_20261121_0930/../../x", "-rf", "--help", "NaN", "inf", "prod", "99", "01_deep_research",
+        "{{ ''.__class__.__mro__ }}", "$(rm -rf /)", "C:\\windows", "\n", "ünïcödé",
+    ]),
+    st.text(max_size=40),
+)
+nasty_number = st.one_of(
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), -1, -0.01, 1.5, 10**20, 0, 2**63]),
+    st.floats(allow_nan=True, allow_infinity=True), st.integers(),
+)
+nasty = st.one_of(
+    st.none(), nasty_text, nasty_number, st.booleans(),
+    st.lists(st.one_of(nasty_text, nasty_number), max_size=5),
+    st.dictionaries(nasty_text, st.one_of(nasty_text, nasty_number), max_size=4),
+    st.lists(st.just("x"), min_size=201, max_size=250),
+)
+
+OPERATIONS = {
+    "start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
+    "show": ["session_id"],
+    "list_sessions": ["level", "status", "since", "limit"],
+    "update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers", "learnings", "decisions"],
+    "end": ["session_id", "summary", "abandoned"],
+    "stage_start": ["session_id", "stage"],
+    "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
+    "record_failure": ["session_id", "stage", "error", "retryable"],
+    "resume": ["session_id", "from_stage"],
+    "bypass": ["session_id", "stage", "reason"],
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Service, str]:
+    root = tmp_path_factory.mktemp("bad-input")
+    service = Service(root, actor="test")
+    session_id = service.start(level="prod", number=1).state.session_id
+    return service, session_id
+
+
+@pytest.mark.parametrize("operation", sorted(OPERATIONS))
+def test_bad_input_is_refused_cleanly(world, operation: str) -> None:
+    service, session_id = world
+    fields = OPERATIONS[operation]
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.fixed_dictionaries({}, optional={f: nasty for f in fields}),
+           st.sampled_from([None, "real", "keep"]), st.booleans())
+    def check(kwargs: dict, id_choice: str | None, extra_key: bool) -> None:
+        if "session_id" in fields and id_choice == "real":
+            kwargs["session_id"] = session_id
+        if extra_key:
+            kwargs["not_an_argument"] = 1
+        claude = Path(service.root) / ".claude"
+        before = tree_snapshot(claude)
+        COUNTS[operation] = COUNTS.get(operation, 0) + 1
+        try:
+            getattr(service, operation)(**kwargs)
+        except SessionError as exc:
+            message = str(exc)
+            assert message and "\n" not in message.strip() and "Traceback" not in message
+            assert tree_snapshot(claude) == before, f"{operation}({kwargs!r}) wrote despite refusing"
+        else:
+            assert not extra_key, "an unknown argument must be refused"
+
+    check()
+
+
+def test_report_bad_input_counts(world) -> None:
+    total = sum(COUNTS.values())
+    print(f"\nbad-input test (service): {total} cases over {len(COUNTS)} operations: {COUNTS}")
+    assert total >= EXAMPLES * len(OPERATIONS) * 0.5
