@@ -23,7 +23,7 @@ from session_manager.levels import looks_like_session_id
 ID_NOTE = "When ID is left out, the most recent active session is meant."
 # Modules that add subcommands: each has `register(sub, command)` (see build_parser).
 # Keep them light to import: heavy imports go inside their handlers.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("cli_serve", "cli_hooks", "cli_templates", "cli_backup", "cli_reports")
 Handler = Callable[[argparse.Namespace], Any]
 
 

@@ -297,7 +297,11 @@ def complete_stage(
         state.quality_metrics.update({k: v for k, v in quality.items() if k not in ("overall", "overall_score")})
         state.quality_overall = overall
         stage_state.overall_score = overall
-    _add_stage_cost(tx, stage, cost_usd, tokens, model)
+    if cost_usd or tokens:
+        from session_manager import costs
+
+        costs.book(tx, costs.price_table(config.prices), stage=stage, model=model, tokens_total=tokens,
+                   usd=cost_usd, source="stage_complete")
 
     if not passed:
         stage_state.feedback = "; ".join(feedback)
@@ -351,21 +355,6 @@ def complete_stage(
         set_session_status(tx, S.completed, "all stages done")
         return Outcome("completed", stage, attempts=attempt, overall_score=overall)
     return Outcome("advanced", stage, next_stage=state.current_stage, attempts=attempt, overall_score=overall)
-
-
-def _add_stage_cost(tx: Transaction, stage: str, cost_usd: float | None, tokens: int | None,
-                    model: str | None) -> None:
-    costs = tx.state.cost_tracking
-    if cost_usd:
-        costs.total_cost = round(costs.total_cost + cost_usd, 6)
-        costs.cost_by_stage[stage] = round(costs.cost_by_stage.get(stage, 0.0) + cost_usd, 6)
-        if model:
-            costs.cost_by_model[model] = round(costs.cost_by_model.get(model, 0.0) + cost_usd, 6)
-    if tokens:
-        costs.tokens_used += tokens
-    if cost_usd or tokens:
-        costs.entries += 1
-        tx.event("cost_recorded", stage=stage, usd=cost_usd, tokens=tokens, model=model)
 
 
 def _archive_record(tx: Transaction, stage: str) -> None:

@@ -8,10 +8,10 @@ place with one message.
 from __future__ import annotations
 
 import math
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from session_manager.levels import Level, check_session_id, resolve_level
 
@@ -142,3 +142,77 @@ class OverrideRequest(Request):
     session_id: SessionId | None = None
     stage: StageName
     reason: Text
+
+
+# -- costs, usage, reports ---------------------------------------------------------------
+ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9<][A-Za-z0-9_.:@/\[\]>-]*$")]
+Provider = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+ReportLevel = Annotated[Level, BeforeValidator(_level)]
+
+
+def _until(value: object) -> object:
+    """`--until 2026-11-21` means through the end of that day."""
+    if isinstance(value, str) and len(value.strip()) == 10:
+        parsed = _when(value)
+        assert isinstance(parsed, datetime)
+        return parsed + timedelta(days=1)
+    return _when(value)
+
+
+Until = Annotated[datetime, BeforeValidator(_until)]
+
+
+class RecordCostRequest(Request):
+    session_id: SessionId | None = None
+    stage: StageName | None = None
+    model: ModelName | None = None
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_write_tokens: Count = 0
+    cache_read_tokens: Count = 0
+    calls: Annotated[dict[Provider, Count], Field(max_length=50)] | None = None
+    usd: Money | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> RecordCostRequest:
+        tokens = self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
+        if not tokens and not any((self.calls or {}).values()) and self.usd is None:
+            raise ValueError("nothing to record: give token counts (with a model), API calls, or a USD amount")
+        return self
+
+
+def _window(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and until <= since:
+        raise ValueError("until must be after since")
+
+
+class UsageRequest(Request):
+    period: Literal["daily", "weekly", "monthly", "session"] = "daily"
+    since: When | None = None
+    until: Until | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> UsageRequest:
+        _window(self.since, self.until)
+        return self
+
+
+class UsageAttachRequest(Request):
+    session_id: SessionId | None = None
+
+
+class ReportRequest(Request):
+    period: Literal["today", "week", "month"] = "week"
+    since: When | None = None
+    until: Until | None = None
+    level: ReportLevel | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> ReportRequest:
+        _window(self.since, self.until)
+        return self
+
+
+class DashboardRequest(Request):
+    days: Annotated[int, Field(ge=1, le=366)] = 30
+    level: ReportLevel | None = None

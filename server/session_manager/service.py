@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from session_manager.errors import (
     InvalidTransition,
     NotFound,
     SessionError,
+    TemplateError,
     describe_validation_error,
 )
 from session_manager.levels import resolve_level
@@ -52,6 +55,18 @@ from session_manager.requests import (
     StageStartRequest,
     StartRequest,
     UpdateRequest,
+)
+from session_manager.requests import (
+    DashboardRequest,
+    RecordCostRequest,
+    ReportRequest,
+    UsageAttachRequest,
+    UsageRequest,
+)
+from session_manager.render import RenderRequest, RenderResult, TemplateList, TemplateShowRequest
+from session_manager.backup import (
+    BackupHistory, BackupHistoryRequest, BackupNowRequest, BackupPushRequest, BackupRestoreRequest, BackupResult,
+    PushResult, RestoreResult,
 )
 from session_manager.results import SessionDetail, SessionList, SessionSummary, StageResult
 from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
@@ -148,6 +163,12 @@ class Service:
         """Runs after every committed change, outside the session lock: refreshes the
         rendered markdown and takes the backups the design asks for at this trigger
         ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
+        from session_manager import render
+
+        problem = render.refresh(self, session_id, trigger)  # markdown first, so a backup holds it
+        self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes an event
+        if problem is not None:  # raised last, after the other duties: the change itself is committed
+            raise problem
 
     def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
         return StageResult(
@@ -170,6 +191,9 @@ class Service:
         now = self.clock()
         stages = config.pipeline(level.name)
         budget = req.budget_usd if req.budget_usd is not None else getattr(config.budgets, level.name)
+        from session_manager import context
+
+        gathered = context.gather(self.store, level.name, now)  # git facts, previous session, known issues
 
         def build(session_id: str) -> dict[str, str]:
             state = SessionState(
@@ -177,6 +201,7 @@ class Service:
                 last_updated=now, stages={s.name: StageState() for s in stages}, budget=Budget(usd=budget),
             )
             pipeline.refresh_progress(state)
+            carried = gathered.carry_into(state)
             metadata = Metadata(
                 session_id=session_id, level=level.name, episode_number=req.number, topic=req.topic,
                 complexity=req.complexity, tag=req.tag, budget_usd=budget, objectives=req.objectives or [],
@@ -185,8 +210,13 @@ class Service:
             event = {"session_id": session_id, "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor,
                      "event": "session_started", "level": level.name, "episode_number": req.number,
                      "topic": req.topic}
+            events = [event]
+            if carried:
+                events.append({"session_id": session_id, "at": event["at"], "actor": self.actor,
+                               "event": "carried_over", **carried})
             return {STATE_FILE: dump_json(state), METADATA_FILE: dump_json(metadata),
-                    EVENTS_FILE: json.dumps(event, separators=(",", ":")) + "\n"}
+                    EVENTS_FILE: "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events),
+                    context.CONTEXT_FILE: gathered.dump()}
 
         session_id = self.store.create_session(level, req.number, req.tag, now, build)
         self._after_change(session_id, "session start")
@@ -362,6 +392,172 @@ class Service:
 
     def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
         return self.journal(session_id)[1]
+
+    # -- hooks ------------------------------------------------------------------------
+    def attach_claude_session(self, session_id: str, claude_session: str) -> bool:
+        """Record that the Claude Code conversation `claude_session` works on this session
+        (SessionStart hook), so its token usage can be attributed. True when newly recorded;
+        an id already recorded writes nothing."""
+        if not isinstance(claude_session, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", claude_session):
+            raise InvalidInput(f"invalid Claude Code session id {str(claude_session)[:40]!r}: letters, digits, - and _")
+        if claude_session in self.store.read_state(session_id).claude_sessions:
+            return False
+        with self._transaction(session_id) as tx:
+            if claude_session not in tx.state.claude_sessions:
+                tx.state.claude_sessions.append(claude_session)
+                tx.event("claude_session_attached", claude_session=claude_session)
+        return True
+
+    # -- templates --------------------------------------------------------------------
+    @operation(RenderRequest)
+    def render(self, req: RenderRequest) -> RenderResult:
+        """Re-render a session's markdown (one template, or all that apply: review.md and
+        completed.md once it has ended) and make sure an ended session's memory is recorded."""
+        from session_manager import memory, render
+
+        try:
+            session_id = self.resolve_id(req.session_id)
+        except NotFound:  # no active session: the one changed last, e.g. just ended
+            recent = self.store.ids_by_recent_change() if req.session_id is None else []
+            if not recent:
+                raise
+            session_id = recent[0]
+        state = self.store.read_state(session_id)
+        added = {} if state.active else memory.record(self.store, state, self.config.lock_timeout_seconds)
+        written, failures = render.render_session(self, session_id, render.rerender_names(req.name, not state.active))
+        if failures:
+            done = f"; written: {', '.join(written)}" if written else ""
+            raise TemplateError(f"{failures[0]}{done}")
+        folder = self.store.session_dir(session_id).relative_to(self.root)
+        return RenderResult(session_id=session_id, folder=str(folder), files=written, memory=added)
+
+    def templates_list(self) -> TemplateList:
+        """Every template and the file used for it per level: the project's override or the shipped one."""
+        from session_manager import render
+
+        return render.list_templates(self.root)
+
+    @operation(TemplateShowRequest)
+    def template_show(self, req: TemplateShowRequest) -> str:
+        """The text of the template used for NAME (at a level), to copy into .claude/templates/ and edit."""
+        from session_manager import render
+
+        return render.show_template(self.root, req.name, req.level.name if req.level else None)
+
+    # -- backups ----------------------------------------------------------------------
+    def _trail(self) -> Any:
+        from session_manager.backup import Trail
+
+        return Trail(self.root, self.config.backup, self.config.lock_timeout_seconds, self.store)
+
+    def _auto_backup(self, session_id: str, trigger: str) -> None:
+        """The backup a trigger asks for (see backup.IMMEDIATE). The change is already committed:
+        a failing backup must not fail it, so the failure is recorded in the session's events."""
+        from session_manager import backup
+        from session_manager.errors import BackupError
+
+        if trigger not in backup.IMMEDIATE or not self.config.backup.enabled:
+            return
+        try:
+            self._trail().backup(trigger)
+        except BackupError as exc:
+            logging.getLogger("session_manager").warning("backup failed: %s", exc)
+            self.store.append_event(session_id, self.actor, "backup_failed", trigger=trigger, error=str(exc))
+
+    @operation(BackupNowRequest)
+    def backup_now(self, req: BackupNowRequest) -> BackupResult:
+        """Commit the session files to the backup branch now (no commit when nothing changed)."""
+        return self._trail().backup(req.reason)
+
+    @operation(BackupHistoryRequest)
+    def backup_history(self, req: BackupHistoryRequest) -> BackupHistory:
+        """The backups that changed a session, newest first (the session folder need not exist)."""
+        return self._trail().history(req.session_id or self.resolve_id(None))
+
+    @operation(BackupRestoreRequest)
+    def backup_restore(self, req: BackupRestoreRequest) -> RestoreResult:
+        """Bring a session's files back as they were at backup `at` (default: the newest backup
+        with a readable state), after backing up the present state so the restore can be undone."""
+        return self._trail().restore(req.session_id or self.resolve_id(None), req.at, self.actor)
+
+    @operation(BackupPushRequest)
+    def backup_push(self, req: BackupPushRequest) -> PushResult:
+        """Push the backup branch to `remote` (default: backup.remote from the config)."""
+        return self._trail().push(req.remote)
+
+    # -- costs, usage, reports --------------------------------------------------------
+    @operation(RecordCostRequest)
+    def record_cost(self, req: RecordCostRequest) -> CostResult:
+        """Book a cost: tokens per kind with their model, API calls per provider, or USD.
+        USD is computed from the price table when not given; budget alerts are re-evaluated."""
+        from session_manager import costs
+        from session_manager.model import Tokens
+
+        session_id = self.resolve_id(req.session_id)
+        tokens = Tokens(input=req.input_tokens, output=req.output_tokens, cache_write=req.cache_write_tokens,
+                        cache_read=req.cache_read_tokens)
+        with self._transaction(session_id) as tx:
+            if req.stage is not None:
+                pipeline.require_stage(tx.state, req.stage)
+            booked = costs.book(tx, costs.price_table(self.config.prices), stage=req.stage, model=req.model,
+                                tokens=tokens, calls=req.calls, usd=req.usd)
+            self._finish(tx)
+        self._after_change(session_id, "cost recorded")
+        return costs.result(tx.state, booked, req.stage, req.model, tokens, req.calls)
+
+    @operation(UsageRequest)
+    def usage(self, req: UsageRequest) -> UsageReport:
+        """Claude Code token usage read from its transcripts (only what is new since the last
+        run), de-duplicated, per day, week, month or Claude Code session, priced per model."""
+        from session_manager import costs, reports, usage
+
+        ledger, stats, dirs, _folder = usage.update(self.store, self.config.lock_timeout_seconds)
+        owners = None
+        if req.period == "session":
+            summaries, _ = reports.load_summaries(self.store)
+            owners = {claude: s["id"] for s in summaries for claude in s["claude_sessions"]}
+        rows, totals, warnings = usage.summarize(ledger.buckets, req.period, req.since, req.until,
+                                                 costs.price_table(self.config.prices), owners)
+        return usage.UsageReport(period=req.period, since=req.since, until=req.until, rows=rows, totals=totals,
+                                 warnings=warnings, sources=[str(d) for d in dirs], imported=stats)
+
+    @operation(UsageAttachRequest)
+    def usage_attach(self, req: UsageAttachRequest) -> UsageAttachResult:
+        """Attribute Claude Code usage to a session (by the Claude Code sessions its hooks
+        recorded, else by this project and the session's time window) and book it as cost."""
+        from session_manager import costs, usage
+
+        session_id = self.resolve_id(req.session_id)
+        ledger, stats, _dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
+        entries = usage.load_entries(folder, ledger)
+        with self._transaction(session_id) as tx:
+            result = usage.attach(tx, entries, usage.project_key(self.root), costs.price_table(self.config.prices),
+                                  stats)
+            self._finish(tx)
+        self._after_change(session_id, "usage attached")
+        result.total_cost, result.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
+        return result
+
+    @operation(ReportRequest)
+    def report(self, req: ReportRequest) -> Report:
+        """Sessions of a period (today, the last 7 or 30 days, or since/until), per level or all."""
+        from session_manager import reports
+
+        now = self.clock()
+        since, until = reports.window(req.period, req.since, req.until, now)
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
+        return reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
+                             self.config.alerts.cost_ratio, unreadable)
+
+    @operation(DashboardRequest)
+    def dashboard(self, req: DashboardRequest) -> Dashboard:
+        """Sessions in progress, and the last `days` days: finished, failures, minutes and
+        dollars per episode, average quality, and the series the charts draw."""
+        from session_manager import dashboard, reports
+
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
+        return dashboard.build(summaries, req.days, req.level.name if req.level else None, self.clock(),
+                               self.config.alerts.quality_min, unreadable)
 
 
 def _user() -> str | None:

@@ -1,0 +1,461 @@
+"""Reports across sessions: counts and rates, quality, cost against budget, time, gate
+failures, recurring errors, bypasses and alerts, with per-day trends.
+
+Speed comes from a summary cache, `.claude/.session-manager/report-cache.json`: one compact
+summary per session, keyed by its `pipeline_status.json`'s mtime (ns), size and inode. Every
+run stats every state file and re-reads any whose key changed (an atomic write always makes a
+new inode), so a stale summary is never believed; the session files stay the truth.
+
+Definitions (also in docs/costs-and-reports.md):
+* a session is *in* a window when it started before the window ends and was last touched
+  (ended, completed or updated) after it begins;
+* *finished*: completed inside the window; *completion rate* = finished / sessions in the window;
+* *error recovery rate*: of the sessions that met an error (a recorded failure or a failed
+  quality gate), the share now completed, or in progress with no stage failed, retrying or
+  escalated;
+* quality: each session's latest score per metric; spread is the population standard deviation;
+* cost target: each session's budget; a stage's target is its even share of that budget.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from session_manager.errors import SessionError
+from session_manager.levels import Level, level_of
+from session_manager.model import SessionState, StageStatus, Timestamp
+from session_manager.store import STATE_FILE, Store, atomic_write
+
+try:
+    from orjson import dumps as _dumps
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    import json
+
+    _loads = json.loads
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
+CACHE_FILE = "report-cache.json"
+CACHE_VERSION = 1
+ERROR_TEXT_LIMIT = 300
+FAILED_STAGE = (StageStatus.failed, StageStatus.retrying, StageStatus.escalated)
+Summary = dict[str, Any]
+
+
+# -- per-session summaries and their cache -------------------------------------------------------
+def _ts(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+def summarize(state: SessionState, topic: str | None) -> Summary:
+    """The compact facts a report needs from one session (JSON-ready)."""
+    stages = state.stages
+    current = stages.get(state.current_stage) if state.current_stage else None
+    return {
+        "id": state.session_id, "level": state.level, "status": str(state.status), "episode": state.episode_number,
+        "topic": topic, "started": _ts(state.started_at), "updated": _ts(state.last_updated),
+        "completed": _ts(state.completed_at), "ended": _ts(state.ended_at),
+        "budget": state.budget.usd, "cost": state.cost_tracking.total_cost,
+        "by_stage": dict(state.cost_tracking.cost_by_stage), "tokens": state.cost_tracking.tokens_used,
+        "stages": list(stages), "quality": dict(state.quality_metrics), "overall": state.quality_overall,
+        "errors": [[e.stage, e.error[:ERROR_TEXT_LIMIT], _ts(e.at)] for e in state.errors],
+        "error_count": state.error_count, "recovery_count": state.recovery_count,
+        "gates": {name: s.gate_failures for name, s in stages.items() if s.gate_failures},
+        "bypasses": [[name, s.override_reason, _ts(s.completed_at)] for name, s in stages.items()
+                     if s.status == StageStatus.bypassed],
+        "durations": {name: s.execution_seconds for name, s in stages.items()
+                      if s.status == StageStatus.completed and s.execution_seconds is not None},
+        "open_failures": sum(1 for s in stages.values() if s.status in FAILED_STAGE),
+        "current": state.current_stage, "current_status": str(current.status) if current else None,
+        "progress": state.progress.percent,
+        "alerts": [[a.kind, a.severity, a.message] for a in state.alerts],
+        "claude_sessions": list(state.claude_sessions),
+    }
+
+
+def _topic(folder: Path) -> str | None:
+    try:
+        data = _loads((folder / "metadata.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    topic = data.get("topic") if isinstance(data, dict) else None
+    return topic if isinstance(topic, str) else None
+
+
+def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple[list[Summary], list[str]]:
+    """A summary of every session (of `levels`), and the ids whose state file is unreadable.
+    Summaries come from the cache when the state file's key is unchanged, else from the file."""
+    private = store.claude_dir / ".session-manager"
+    cache_path = private / CACHE_FILE
+    try:
+        cache = _loads(cache_path.read_bytes())
+        if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION:
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    cached: dict[str, list[Any]] = cache.get("sessions", {}) if cache else {}
+    fresh: dict[str, list[Any]] = {}
+    summaries: list[Summary] = []
+    unreadable: list[str] = []
+    changed = False
+    wanted = list(levels) if levels else None
+    for session_id in store.iter_ids(wanted):
+        folder = store.level_dir(level_of(session_id)) / session_id
+        try:
+            st = os.stat(folder / STATE_FILE)
+        except OSError:
+            unreadable.append(session_id)
+            continue
+        key = [st.st_mtime_ns, st.st_size, st.st_ino]
+        hit = cached.get(session_id)
+        if hit is not None and hit[0] == key:
+            summary = hit[1]
+        else:
+            try:
+                state = store.read_state(session_id)
+            except SessionError:
+                unreadable.append(session_id)
+                continue
+            summary = summarize(state, _topic(folder))
+            changed = True
+        fresh[session_id] = [key, summary]
+        summaries.append(summary)
+    if wanted is not None:  # keep the other levels' entries
+        for session_id, value in cached.items():
+            if session_id not in fresh and level_of(session_id) not in wanted:
+                fresh[session_id] = value
+    if changed or len(fresh) != len(cached):
+        try:
+            private.mkdir(parents=True, exist_ok=True)
+            atomic_write(cache_path, _dumps({"version": CACHE_VERSION, "sessions": fresh}))
+        except OSError:
+            pass  # a read-only project still gets its report, just without the cache
+    return summaries, unreadable
+
+
+# -- statistics -------------------------------------------------------------------------------
+class Stat(BaseModel):
+    """n values: mean, population standard deviation, median, min and max (None when n is 0)."""
+
+    n: int = 0
+    mean: float | None = None
+    stdev: float | None = None
+    median: float | None = None
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: list[float], digits: int = 4) -> Stat:
+        if not values:
+            return cls()
+        return cls(n=len(values), mean=round(statistics.fmean(values), digits),
+                   stdev=round(statistics.pstdev(values), digits), median=round(statistics.median(values), digits),
+                   min=round(min(values), digits), max=round(max(values), digits))
+
+
+_NORMALISERS = [
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<id>"),
+    (re.compile(r"\b(?:ep_\d+|dev|plan|code)_\d{8}_[a-z0-9-]+(?:_\d+)?\b"), "<session>"),
+    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S+"), "<url>"),
+    (re.compile(r"(?:[a-z]:)?[\w.~@-]*(?:[\\/][\w.~@-]+)+[\\/]?"), "<path>"),
+    (re.compile(r"\"[^\"]*\"|(?<!\w)'[^']*'(?!\w)|`[^`]*`"), "<str>"),
+    (re.compile(r"\b[a-z]+_[a-z0-9]{8,}\b"), "<id>"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)[0-9a-f]{7,}\b"), "<hex>"),
+    (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
+]
+
+
+def error_pattern(message: str) -> str:
+    """What similar error messages have in common: ids, paths, quoted text and numbers become
+    placeholders, so `timeout after 30s on /a/x.mp3` and `timeout after 45s on /b/y.mp3`
+    group as `timeout after <n>s on <path>`."""
+    text = message.strip().lower()
+    for pattern, placeholder in _NORMALISERS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.split())
+
+
+# -- the report model -----------------------------------------------------------------------------
+class SessionCounts(BaseModel):
+    run: int = Field(0, description="sessions in the window")
+    started: int = 0
+    finished: int = Field(0, description="completed inside the window")
+    in_progress: int = 0
+    initialized: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    completed: int = 0
+    completion_rate: float | None = Field(None, description="finished / run")
+    with_errors: int = Field(0, description="sessions that met a failure or a failed quality gate")
+    recovered: int = 0
+    error_recovery_rate: float | None = Field(None, description="recovered / with_errors")
+
+
+class StageCost(BaseModel):
+    stage: str
+    total_usd: float
+    mean_usd: float = Field(description="mean over the sessions that spent on this stage")
+    sessions: int
+    share: float = Field(description="share of all cost in the window")
+    target_usd: float | None = Field(None, description="mean even share of the session budgets")
+
+
+class CostSummary(BaseModel):
+    total_usd: float = 0.0
+    per_session: Stat = Field(default_factory=Stat)
+    target_usd: float | None = Field(None, description="mean budget of the sessions that have one")
+    vs_target: float | None = Field(None, description="mean cost / mean target (1.0 = on target)")
+    over_budget: int = 0
+    near_budget: int = Field(0, description="at or above the cost alert ratio, under the budget")
+    by_stage: list[StageCost] = Field(default_factory=list)
+    unassigned_usd: float = Field(0.0, description="cost not booked to a stage (e.g. Claude Code usage)")
+
+
+class GateFailures(BaseModel):
+    stage: str
+    failures: int
+    sessions: int
+
+
+class ErrorPattern(BaseModel):
+    pattern: str
+    count: int
+    sessions: int
+    stages: list[str]
+    example: str
+    last_seen: Timestamp
+
+
+class Bypass(BaseModel):
+    session_id: str
+    stage: str
+    reason: str | None
+    at: Timestamp | None = None
+
+
+class AlertItem(BaseModel):
+    session_id: str
+    kind: str
+    severity: str
+    message: str
+
+
+class DayPoint(BaseModel):
+    day: str
+    sessions: int = 0
+    finished: int = 0
+    cost_usd: float = 0.0
+    budget_usd: float = 0.0
+    quality: float | None = None
+
+
+class Report(BaseModel):
+    """Sessions of a period: how many ran and finished, how good, how costly, what failed."""
+
+    period: str
+    since: Timestamp
+    until: Timestamp
+    level: str | None = None
+    generated_at: Timestamp
+    sessions: SessionCounts
+    quality: dict[str, Stat] = Field(default_factory=dict, description="per metric, plus `overall`")
+    cost: CostSummary
+    time_to_completion_seconds: Stat
+    stage_seconds: dict[str, Stat] = Field(default_factory=dict)
+    gate_failures: list[GateFailures] = Field(default_factory=list)
+    recurring_errors: list[ErrorPattern] = Field(default_factory=list)
+    errors: int = Field(0, description="failures recorded inside the window")
+    bypasses: list[Bypass] = Field(default_factory=list)
+    alerts: list[AlertItem] = Field(default_factory=list)
+    alert_counts: dict[str, int] = Field(default_factory=dict, description="by `kind/severity`")
+    trend: list[DayPoint] = Field(default_factory=list)
+    unreadable: list[str] = Field(default_factory=list, description="sessions whose state file could not be read")
+
+
+# -- building it ------------------------------------------------------------------------------------
+def window(period: str, since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
+    """`today` starts at local midnight; `week` and `month` are the last 7 and 30 days.
+    An explicit since/until wins."""
+    end = until or now
+    if since is not None:
+        return since, end
+    if period == "today":
+        local = end.astimezone()
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC), end
+    return end - timedelta(days=7 if period == "week" else 30), end
+
+
+def _day(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d", time.localtime(epoch))
+
+
+def _last_touch(s: Summary) -> float:
+    return s["ended"] or s["completed"] or s["updated"]
+
+
+def in_window(summaries: list[Summary], low: float, high: float) -> list[Summary]:
+    return [s for s in summaries if s["started"] < high and _last_touch(s) >= low]
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def build(summaries: list[Summary], period: str, since: datetime, until: datetime, level: str | None,
+          now: datetime, cost_alert_ratio: float, unreadable: list[str] | None = None) -> Report:
+    low, high = since.timestamp(), until.timestamp()
+    chosen = in_window(summaries, low, high)
+    inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
+
+    counts = SessionCounts(run=len(chosen))
+    for s in chosen:
+        setattr(counts, s["status"], getattr(counts, s["status"]) + 1)
+        counts.started += low <= s["started"] < high
+        counts.finished += s["status"] == "completed" and inside(s["completed"])
+        if s["error_count"] or s["gates"]:
+            counts.with_errors += 1
+            counts.recovered += s["status"] == "completed" or (s["status"] == "in_progress" and not s["open_failures"])
+    counts.completion_rate = _rate(counts.finished, counts.run)
+    counts.error_recovery_rate = _rate(counts.recovered, counts.with_errors)
+
+    metrics: dict[str, list[float]] = defaultdict(list)
+    for s in chosen:
+        for metric, value in s["quality"].items():
+            metrics[metric].append(value)
+        if s["overall"] is not None:
+            metrics["overall"].append(s["overall"])
+    quality = {metric: Stat.of(values) for metric, values in sorted(metrics.items())}
+
+    costs = [s["cost"] for s in chosen]
+    budgets = [s["budget"] for s in chosen if s["budget"]]
+    total = round(sum(costs), 6)
+    cost = CostSummary(total_usd=total, per_session=Stat.of(costs, 6),
+                       target_usd=round(statistics.fmean(budgets), 6) if budgets else None)
+    if cost.target_usd and cost.per_session.mean is not None:
+        cost.vs_target = round(cost.per_session.mean / cost.target_usd, 4)
+    for s in chosen:
+        if s["budget"]:
+            ratio = s["cost"] / s["budget"]
+            cost.over_budget += ratio >= 1.0
+            cost.near_budget += cost_alert_ratio <= ratio < 1.0
+    by_stage: dict[str, list[float]] = defaultdict(list)
+    stage_targets: dict[str, list[float]] = defaultdict(list)
+    for s in chosen:
+        for stage, usd in s["by_stage"].items():
+            by_stage[stage].append(usd)
+        if s["budget"] and s["stages"]:
+            for stage in s["stages"]:
+                stage_targets[stage].append(s["budget"] / len(s["stages"]))
+    staged = 0.0
+    for stage, values in by_stage.items():
+        spent = sum(values)
+        staged += spent
+        targets = stage_targets.get(stage)
+        cost.by_stage.append(StageCost(
+            stage=stage, total_usd=round(spent, 6), mean_usd=round(spent / len(values), 6), sessions=len(values),
+            share=round(spent / total, 4) if total else 0.0,
+            target_usd=round(statistics.fmean(targets), 6) if targets else None))
+    cost.by_stage.sort(key=lambda c: _stage_order(c.stage, chosen))
+    cost.unassigned_usd = round(max(0.0, total - staged), 6)
+
+    finished = [s for s in chosen if s["status"] == "completed" and inside(s["completed"])]
+    time_to_completion = Stat.of([s["completed"] - s["started"] for s in finished], 1)
+    seconds: dict[str, list[float]] = defaultdict(list)
+    for s in chosen:
+        for stage, value in s["durations"].items():
+            seconds[stage].append(value)
+    stage_seconds = {stage: Stat.of(seconds[stage], 1) for stage in sorted(seconds, key=lambda n: _stage_order(n, chosen))}
+
+    gates: dict[str, list[int]] = defaultdict(list)
+    for s in chosen:
+        for stage, failures in s["gates"].items():
+            gates[stage].append(failures)
+    gate_failures = sorted((GateFailures(stage=stage, failures=sum(v), sessions=len(v)) for stage, v in gates.items()),
+                           key=lambda g: (-g.failures, g.stage))
+
+    recurring, error_total = _recurring([s for s in chosen], inside)
+    bypasses = sorted((Bypass(session_id=s["id"], stage=stage, reason=reason,
+                              at=datetime.fromtimestamp(at, UTC) if at else None)
+                       for s in chosen for stage, reason, at in s["bypasses"] if at is None or inside(at)),
+                      key=lambda b: (b.at or since, b.session_id))
+    alerts = [AlertItem(session_id=s["id"], kind=kind, severity=severity, message=message)
+              for s in chosen for kind, severity, message in s["alerts"]]
+    alert_counts = dict(sorted(Counter(f"{a.kind}/{a.severity}" for a in alerts).items()))
+
+    return Report(period=period, since=since, until=until, level=level, generated_at=now, sessions=counts,
+                  quality=quality, cost=cost, time_to_completion_seconds=time_to_completion,
+                  stage_seconds=stage_seconds, gate_failures=gate_failures, recurring_errors=recurring,
+                  errors=error_total, bypasses=bypasses, alerts=alerts, alert_counts=alert_counts,
+                  trend=trend(chosen, since, until, inside), unreadable=unreadable or [])
+
+
+def _stage_order(stage: str, summaries: list[Summary]) -> tuple[int, str]:
+    for s in summaries:
+        if stage in s["stages"]:
+            return s["stages"].index(stage), stage
+    return 10_000, stage
+
+
+def _recurring(summaries: list[Summary], inside: Any) -> tuple[list[ErrorPattern], int]:
+    groups: dict[str, dict[str, Any]] = {}
+    total = 0
+    for s in summaries:
+        for stage, message, at in s["errors"]:
+            if not inside(at):
+                continue
+            total += 1
+            pattern = error_pattern(message)
+            group = groups.setdefault(pattern, {"count": 0, "sessions": set(), "stages": set(), "example": message,
+                                                "last": at})
+            group["count"] += 1
+            group["sessions"].add(s["id"])
+            if stage:
+                group["stages"].add(stage)
+            if at >= group["last"]:
+                group["last"], group["example"] = at, message
+    found = [ErrorPattern(pattern=p, count=g["count"], sessions=len(g["sessions"]), stages=sorted(g["stages"]),
+                          example=g["example"], last_seen=datetime.fromtimestamp(g["last"], UTC))
+             for p, g in groups.items() if g["count"] >= 2]
+    found.sort(key=lambda e: (-e.count, -e.sessions, e.pattern))
+    return found, total
+
+
+def trend(summaries: list[Summary], since: datetime, until: datetime, inside: Any) -> list[DayPoint]:
+    """One point per local day of the window: sessions started, finished, their cost and budget
+    (by start day) and their mean overall quality."""
+    points: dict[str, DayPoint] = {}
+    day = since.astimezone().date()
+    last = (until - timedelta(microseconds=1)).astimezone().date()
+    while day <= last and len(points) < 400:
+        points[day.isoformat()] = DayPoint(day=day.isoformat())
+        day += timedelta(days=1)
+    quality: dict[str, list[float]] = defaultdict(list)
+    for s in summaries:
+        start = points.get(_day(s["started"]))
+        if start is not None:
+            start.sessions += 1
+            start.cost_usd = round(start.cost_usd + s["cost"], 6)
+            start.budget_usd = round(start.budget_usd + (s["budget"] or 0.0), 6)
+            if s["overall"] is not None:
+                quality[start.day].append(s["overall"])
+        if s["status"] == "completed" and inside(s["completed"]):
+            done = points.get(_day(s["completed"]))
+            if done is not None:
+                done.finished += 1
+    for key, values in quality.items():
+        points[key].quality = round(statistics.fmean(values), 4)
+    return list(points.values())
+

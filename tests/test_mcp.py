@@ -1,0 +1,354 @@
+"""The MCP server: every tool through an in-memory client, the server over stdio from a real
+client process, bad inputs as tool errors carrying the CLI's message, resources, prompts, and the
+backup loop in the lifespan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+from conftest import git, tree_snapshot
+from session_manager.mcp_server import BACKUP_THREAD, build_server
+from session_manager.service import Service
+
+pytestmark = pytest.mark.anyio
+TOOLS = {
+    "session_start", "session_status", "stage_start", "stage_complete", "record_failure", "session_resume",
+    "session_update", "session_end", "session_report", "session_backup",
+}
+TOOLS_LIST_BUDGET = 16 * 1024
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def server(project: Path):
+    return build_server(project, backups=False)
+
+
+async def call(server: Any, name: str, **arguments: Any) -> Any:
+    """Call one tool; return its structured content, failing the test on a tool error."""
+    async with Client(server) as client:
+        result = await client.call_tool(name, arguments)
+    assert not result.is_error, result.content[0].text
+    return result.structured_content
+
+
+async def call_error(server: Any, name: str, **arguments: Any) -> str:
+    async with Client(server) as client:
+        result = await client.call_tool(name, arguments)
+    assert result.is_error, result
+    assert result.structured_content is None
+    return result.content[0].text
+
+
+def started(service: Service, *args: str, **kw: Any) -> str:
+    return service.start(level="prod", number=5, **kw).state.session_id
+
+
+# -- the tool list ----------------------------------------------------------------------------
+async def test_tools_list_has_the_ten_tools_with_one_line_descriptions(server) -> None:
+    async with Client(server) as client:
+        tools = (await client.list_tools()).tools
+    assert {t.name for t in tools} == TOOLS
+    for tool in tools:
+        assert tool.description and "\n" not in tool.description and len(tool.description) <= 100
+        assert tool.output_schema and tool.output_schema["type"] == "object"
+
+
+async def test_tool_annotations_are_truthful(server) -> None:
+    async with Client(server) as client:
+        notes = {t.name: t.annotations for t in (await client.list_tools()).tools}
+    for name in ("session_status", "session_report"):
+        assert notes[name].read_only_hint is True
+    for name in TOOLS - {"session_status", "session_report"}:
+        assert notes[name].read_only_hint is False, name
+    assert notes["session_backup"].destructive_hint is True  # restore overwrites session files
+    for name in TOOLS - {"session_status", "session_report", "session_backup"}:
+        assert notes[name].destructive_hint is False, name
+        assert notes[name].idempotent_hint is False, name
+    assert all(n.open_world_hint is False for n in notes.values())
+
+
+async def test_tool_argument_names_match_the_contract(server) -> None:
+    async with Client(server) as client:
+        schemas = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+    expected = {
+        "session_start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
+        "session_status": ["session_id"],
+        "stage_start": ["session_id", "stage"],
+        "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
+        "record_failure": ["session_id", "stage", "error", "retryable"],
+        "session_resume": ["session_id", "from_stage"],
+        "session_update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers",
+                           "learnings", "decisions"],
+        "session_end": ["session_id", "summary", "abandoned"],
+        "session_report": ["period", "since", "until", "level"],
+        "session_backup": ["action", "session_id", "at"],
+    }
+    assert {name: list(schema["properties"]) for name, schema in schemas.items()} == expected
+    assert schemas["session_start"]["required"] == ["level"]
+    assert schemas["stage_complete"]["required"] == ["session_id", "stage"]
+    assert "required" not in schemas["session_status"]
+
+
+def test_tools_list_over_stdio_is_under_16_kb(project: Path) -> None:
+    """Measured on the wire: the bytes of the tools/list answer, as Claude Code receives them."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "session_manager", "serve", "--no-backups"], cwd=project,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        def send(message: dict[str, Any]) -> None:
+            proc.stdin.write(json.dumps(message).encode() + b"\n")
+            proc.stdin.flush()
+
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        line = proc.stdout.readline()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    answer = json.loads(line)
+    assert {t["name"] for t in answer["result"]["tools"]} == TOOLS
+    print(f"tools/list: {len(line)} bytes")
+    assert len(line) < TOOLS_LIST_BUDGET
+
+
+# -- every tool ---------------------------------------------------------------------------------
+async def test_session_start_creates_the_session_on_disk(server, project: Path) -> None:
+    view = await call(server, "session_start", level="prod", number=5, topic="CRISPR", complexity=3,
+                      budget_usd=4.5, objectives=["script", "audio"])
+    session_id = view["session_id"]
+    assert session_id.startswith("ep_005_") and view["topic"] == "CRISPR" and view["budget_usd"] == 4.5
+    assert view["current_stage"] == "01_deep_research" and len(view["stages"]) == 9
+    state = json.loads((project / f".claude/level-2-production/sessions/{session_id}/pipeline_status.json").read_text())
+    assert state["episode_number"] == 5
+    metadata = json.loads((project / f".claude/level-2-production/sessions/{session_id}/metadata.json").read_text())
+    assert metadata["created_by"]["actor"] == "mcp" and metadata["objectives"] == ["script", "audio"]
+
+
+async def test_session_start_in_claude_code_records_the_conversation(
+    server, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversation = "5f1c2e0a-8a7b-4d1e-9c3f-2b6a7d8e9f01"
+    monkeypatch.setenv("CLAUDE_CODE_SESSION_ID", conversation)  # set by Claude Code for its MCP servers
+    session_id = (await call(server, "session_start", level="dev"))["session_id"]
+    detail = service.show(session_id=session_id)
+    assert detail.state.claude_sessions == [conversation]
+    assert detail.metadata.created_by.claude_session == conversation
+
+
+async def test_session_start_with_tag_sets_the_id(server) -> None:
+    view = await call(server, "session_start", level="dev", tag="spike")
+    assert view["session_id"].endswith("_spike") and view["session_id"].startswith("dev_")
+
+
+async def test_session_status_without_id_lists_every_active_session(server, service: Service) -> None:
+    first = started(service)
+    second = service.start(level="dev").state.session_id
+    ended = service.start(level="coded").state.session_id
+    service.end(session_id=ended)
+    view = await call(server, "session_status")
+    assert {s["session_id"] for s in view["sessions"]} == {first, second}
+
+
+async def test_session_status_with_id_shows_that_session(server, service: Service) -> None:
+    session_id = started(service)
+    service.update(session_id=session_id, add_tasks=["write intro"], blockers=["no API key"])
+    (view,) = (await call(server, "session_status", session_id=session_id))["sessions"]
+    assert view["session_id"] == session_id
+    assert view["tasks_pending"] == ["#1 write intro"] and view["blockers"] == ["#1 no API key"]
+
+
+async def test_stage_start_then_complete_advances(server, service: Service) -> None:
+    session_id = started(service)
+    begun = await call(server, "stage_start", session_id=session_id)
+    assert begun["decision"] == "started" and begun["stage"] == "01_deep_research"
+    done = await call(server, "stage_complete", session_id=session_id, stage="01_deep_research",
+                      outputs={"research_file": "research.md"}, quality={"overall": 0.9}, cost_usd=0.4,
+                      tokens=1200, model="claude-sonnet-4", notes="solid sources")
+    assert done["decision"] == "advanced" and done["next_stage"] == "02_questions"
+    assert done["total_cost"] == pytest.approx(0.4)
+    assert service.show(session_id=session_id).state.stages["01_deep_research"].status == "completed"
+
+
+async def test_record_failure_retries_then_a_fatal_one_escalates(server, service: Service) -> None:
+    session_id = started(service)
+    service.stage_start(session_id=session_id)
+    retry = await call(server, "record_failure", session_id=session_id, stage="01_deep_research", error="timeout")
+    assert retry["decision"] == "retry" and retry["attempts_left"] >= 1
+    service.stage_start(session_id=session_id)
+    fatal = await call(server, "record_failure", session_id=session_id, stage="01_deep_research",
+                       error="API key revoked", retryable=False)
+    assert fatal["decision"] == "escalated" and fatal["session_status"] == "failed"
+
+
+async def test_session_resume_restarts_an_escalated_session(server, service: Service) -> None:
+    session_id = started(service)
+    service.stage_start(session_id=session_id)
+    service.record_failure(session_id=session_id, stage="01_deep_research", error="boom", retryable=False)
+    resumed = await call(server, "session_resume", session_id=session_id)
+    assert resumed["decision"] == "resumed" and resumed["session_status"] == "in_progress"
+    assert service.show(session_id=session_id).state.recovery_count == 1
+
+
+async def test_session_update_records_tasks_blockers_learnings_decisions(server, service: Service) -> None:
+    session_id = started(service)
+    view = await call(server, "session_update", session_id=session_id, add_tasks=["outline", "draft"],
+                      blockers=["waiting for data"], learnings=["small batches"], decisions=["use filelock"])
+    assert view["tasks_pending"] == ["#1 outline", "#2 draft"]
+    view = await call(server, "session_update", session_id=session_id, complete_tasks=["#1"],
+                      clear_blockers=["waiting for data"])
+    assert view["tasks_pending"] == ["#2 draft"] and view["tasks_done"] == 1
+    assert view["blockers"] == []
+    progress = service.show(session_id=session_id).state.progress
+    assert [n.text for n in progress.learnings] == ["small batches"]
+    assert [n.text for n in progress.decisions] == ["use filelock"]
+
+
+async def test_session_end_completes_or_abandons(server, service: Service) -> None:
+    first = started(service)
+    view = await call(server, "session_end", session_id=first, summary="episode shipped")
+    assert view["status"] == "completed" and view["summary"] == "episode shipped"
+    second = service.start(level="dev").state.session_id
+    assert (await call(server, "session_end", session_id=second, abandoned=True))["status"] == "abandoned"
+
+
+# -- bad input: a tool error with the CLI's message, nothing written ----------------------------
+BAD = [
+    ("session_start", {"level": "bogus"}, ("start", "bogus")),
+    ("session_start", {"level": "prod"}, ("start", "prod")),
+    ("session_start", {"level": "dev", "number": 3}, None),  # the CLI cannot give dev a number
+    ("session_status", {"session_id": "../../etc/passwd"}, ("status", "../../etc/passwd")),
+    ("session_end", {"session_id": "ep_999_20261121_0000"}, ("end", "ep_999_20261121_0000")),
+    ("stage_complete", {"session_id": "{id}", "stage": "01_deep_research", "quality": {"overall": 1.5}},
+     ("stage", "complete", "{id}", "01_deep_research", "--quality", "overall=1.5")),
+    ("record_failure", {"session_id": "{id}", "stage": "99_nope", "error": "x"},
+     ("stage", "fail", "{id}", "99_nope", "--error", "x")),
+    ("session_resume", {"session_id": "{id}", "from_stage": "09_audio_synthesis"},
+     ("resume", "{id}", "--from", "09_audio_synthesis")),
+]
+
+
+@pytest.mark.parametrize(("tool", "arguments", "cli_args"), BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+async def test_bad_input_is_a_tool_error_with_the_cli_message_and_writes_nothing(
+    server, service: Service, project: Path, cli, tool, arguments, cli_args
+) -> None:
+    session_id = started(service)
+    service.update(session_id=session_id, add_tasks=["x"])  # the session's lock file exists already
+    arguments = {k: v.replace("{id}", session_id) if isinstance(v, str) else v for k, v in arguments.items()}
+    before = tree_snapshot(project / ".claude")
+    message = await call_error(server, tool, **arguments)
+    assert "\n" not in message and "Traceback" not in message
+    assert tree_snapshot(project / ".claude") == before
+    if cli_args is None:
+        assert message == "only production sessions take an episode number; dev does not"
+        return
+    result = cli(*[a.replace("{id}", session_id) for a in cli_args])
+    assert result.code == 2 and result.err.strip() == f"error: {message}"
+    assert tree_snapshot(project / ".claude") == before
+
+
+async def test_wrong_argument_type_is_a_tool_error_naming_the_argument(server, project: Path) -> None:
+    message = await call_error(server, "session_start", level="prod", number="five")
+    assert message.startswith("number: ") and "integer" in message
+    assert not (project / ".claude/level-2-production").exists()
+
+
+async def test_server_keeps_answering_after_errors(server) -> None:
+    async with Client(server) as client:
+        assert (await client.call_tool("session_end", {"session_id": "nope"})).is_error
+        assert (await client.call_tool("session_start", {"level": 7})).is_error
+        ok = await client.call_tool("session_start", {"level": "dev"})
+    assert not ok.is_error and ok.structured_content["level"] == "dev"
+
+
+# -- resources and prompts ------------------------------------------------------------------------
+async def test_resource_session_state(server, service: Service) -> None:
+    session_id = started(service, topic="CRISPR")
+    async with Client(server) as client:
+        templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+        result = await client.read_resource(f"session://{session_id}")
+    assert templates == {"session://{session_id}", "session://{session_id}/{+file}"}
+    detail = json.loads(result.contents[0].text)
+    assert detail["state"]["session_id"] == session_id and detail["metadata"]["topic"] == "CRISPR"
+
+
+async def test_resource_session_file(server, service: Service) -> None:
+    session_id = started(service)
+    async with Client(server) as client:
+        result = await client.read_resource(f"session://{session_id}/events.jsonl")
+    assert json.loads(result.contents[0].text.splitlines()[0])["event"] == "session_started"
+
+
+@pytest.mark.parametrize("name", ["../metadata.json", "..%2F..%2F.git%2Fconfig", "%2Fetc%2Fpasswd", "nope.md"])
+async def test_resource_refuses_names_outside_the_session(server, service: Service, name: str) -> None:
+    from mcp.shared.exceptions import MCPError
+
+    session_id = started(service)
+    async with Client(server) as client:
+        with pytest.raises(MCPError):
+            await client.read_resource(f"session://{session_id}/{name}")
+
+
+async def test_prompts_mirror_the_slash_command_verbs(server) -> None:
+    async with Client(server) as client:
+        names = {p.name for p in (await client.list_prompts()).prompts}
+        start = await client.get_prompt("start", {"arguments": "prod 5 CRISPR"})
+    assert {"start", "status", "end", "report", "resume", "stage", "task", "backup"} <= names
+    text = start.messages[0].content.text
+    assert "session_start" in text and "prod 5 CRISPR" in text
+
+
+# -- the backup loop in the lifespan ------------------------------------------------------------
+async def test_lifespan_runs_the_backup_loop_and_stops_it(project: Path, service: Service) -> None:
+    (project / ".claude").mkdir(exist_ok=True)
+    (project / ".claude/session-manager.toml").write_text("[backup]\ninterval_seconds = 0.2\n")
+    session_id = service.start(level="dev").state.session_id
+    tip = git(project, "rev-parse", "session-backups").strip()
+    async with Client(build_server(project)) as client:
+        assert any(t.name == BACKUP_THREAD for t in threading.enumerate())
+        await client.call_tool("session_update", {"session_id": session_id, "add_tasks": ["saved by the loop"]})
+        for _ in range(300):  # the loop commits the change within a few rounds
+            if git(project, "rev-parse", "session-backups").strip() != tip:
+                break
+            await _sleep(0.1)
+    assert git(project, "rev-parse", "session-backups").strip() != tip
+    assert "interval" in git(project, "log", "-1", "--format=%s", "session-backups")
+    assert not any(t.name == BACKUP_THREAD for t in threading.enumerate())
+    assert git(project, "diff", "--cached", "--name-only") == ""  # the user's index is untouched
+
+
+async def _sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)
+
+
+# -- over stdio, from a real client process ------------------------------------------------------
+async def test_server_over_stdio_from_a_client(project: Path) -> None:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "session_manager", "serve", "--no-backups"],
+                                   cwd=str(project))
+    async with Client(params) as client:
+        assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+        created = await client.call_tool("session_start", {"level": "prod", "number": 5})
+        bad = await client.call_tool("stage_start", {"session_id": "../etc"})
+        status = await client.call_tool("session_status", {})
+    session_id = created.structured_content["session_id"]
+    assert (project / ".claude/level-2-production/sessions" / session_id / "pipeline_status.json").is_file()
+    assert bad.is_error and bad.content[0].text.startswith("invalid session id '../etc'")
+    assert [s["session_id"] for s in status.structured_content["sessions"]] == [session_id]

@@ -1,0 +1,191 @@
+"""The Claude Code plugin: manifest, marketplace entry, .mcp.json, hooks, the slash command, the
+launcher script; `claude plugin validate`, and Claude Code itself against a local fake of the
+Messages API (both skipped when the `claude` binary is absent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import git
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = "${CLAUDE_PLUGIN_ROOT}/scripts/session-manager"
+TOOL_PREFIX = "mcp__plugin_session-manager_sessions__"
+VERBS = ["start", "status", "end", "report", "resume", "stage", "task", "backup"]
+CLAUDE = shutil.which("claude")
+needs_claude = pytest.mark.skipif(CLAUDE is None, reason="the `claude` binary (npm i -g @anthropic-ai/claude-code) is not installed")
+
+
+def load(relative: str) -> dict:
+    return json.loads((REPO / relative).read_text())
+
+
+def frontmatter(text: str) -> tuple[dict[str, str], str]:
+    match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    assert match, "the command needs a frontmatter block"
+    fields = dict(line.split(": ", 1) for line in match.group(1).splitlines())
+    return fields, match.group(2)
+
+
+# -- structure ------------------------------------------------------------------------------------
+def test_plugin_manifest_names_the_plugin() -> None:
+    manifest = load(".claude-plugin/plugin.json")
+    assert manifest["name"] == "session-manager"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"]) and manifest["description"]
+
+
+def test_marketplace_lists_the_plugin_from_this_folder() -> None:
+    marketplace = load(".claude-plugin/marketplace.json")
+    (entry,) = marketplace["plugins"]
+    assert entry["name"] == "session-manager" and entry["source"] == "./"
+    assert entry["version"] == load(".claude-plugin/plugin.json")["version"]
+
+
+def test_mcp_json_starts_the_server_named_sessions_through_the_launcher() -> None:
+    server = load(".mcp.json")["mcpServers"]["sessions"]
+    assert server["command"] == LAUNCHER and server["args"] == ["serve"]
+    assert os.access(REPO / "scripts/session-manager", os.X_OK)
+
+
+def test_hooks_json_runs_each_hook_through_the_launcher() -> None:
+    hooks = load("hooks/hooks.json")["hooks"]
+    expected = {"SessionStart": "session-start", "Stop": "stop", "PreCompact": "pre-compact",
+                "SessionEnd": "session-end"}
+    assert set(hooks) == set(expected)
+    for event, name in expected.items():
+        (group,) = hooks[event]
+        (command,) = group["hooks"]
+        assert command["type"] == "command" and command["command"] == f'"{LAUNCHER}" hook {name}'
+        assert 0 < command["timeout"] <= 60
+
+
+def test_slash_command_maps_every_verb_to_existing_tools() -> None:
+    from session_manager.mcp_server import build_server
+
+    fields, body = frontmatter((REPO / "commands/session-manager.md").read_text())
+    assert fields["description"] and fields["argument-hint"]
+    assert fields["allowed-tools"] == TOOL_PREFIX.rstrip("_")
+    assert "$ARGUMENTS" in body and "`$0`" in body
+    for verb in VERBS:
+        assert f"| `{verb}" in body, verb
+        assert verb in fields["argument-hint"], verb
+    named = set(re.findall(r"`(session_\w+|stage_\w+|record_failure)\(", body))
+    tools = {t.name for t in build_server(REPO, backups=False)._tool_manager.list_tools()}
+    assert named == tools
+
+
+def test_this_repository_enables_its_own_plugin() -> None:
+    settings = load(".claude/settings.json")
+    assert settings["enabledPlugins"] == {"session-manager@session-manager": True}
+    assert settings["extraKnownMarketplaces"]["session-manager"]["source"] == {"source": "directory", "path": "."}
+    assert settings["disabledMcpjsonServers"] == ["sessions"]  # the plugin starts it, not the project scope
+    assert TOOL_PREFIX.rstrip("_") in settings["permissions"]["allow"]
+
+
+# -- the launcher ------------------------------------------------------------------------------------
+def plugin_copy(tmp_path: Path) -> Path:
+    """A plugin folder without a virtualenv, as a marketplace install leaves it."""
+    root = tmp_path / "plugin"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts/session-manager", root / "scripts/session-manager")
+    return root
+
+
+def launch(root: Path, *args: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([str(root / "scripts/session-manager"), *args], cwd=cwd, input=stdin, text=True,
+                          capture_output=True, env=env, timeout=60)
+
+
+def test_launcher_runs_the_plugin_virtualenv(project: Path, tmp_path: Path) -> None:
+    root = plugin_copy(tmp_path)
+    (root / ".venv/bin").mkdir(parents=True)
+    (root / ".venv/bin/session-manager").symlink_to(Path(sys.executable).parent / "session-manager")
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]}
+    result = launch(root, "--version", env=env, cwd=project)
+    assert result.returncode == 0 and result.stdout.startswith("session-manager ")
+
+
+def test_launcher_prefers_session_manager_bin(project: Path, tmp_path: Path) -> None:
+    root = plugin_copy(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"],
+           "SESSION_MANAGER_BIN": str(Path(sys.executable).parent / "session-manager")}
+    assert launch(root, "--version", env=env, cwd=project).returncode == 0
+
+
+def test_launcher_without_an_install_keeps_hooks_harmless(project: Path, tmp_path: Path) -> None:
+    root = plugin_copy(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ["HOME"]}
+    hook = launch(root, "hook", "stop", env=env, cwd=project, stdin="{}")
+    assert hook.returncode == 0 and "not installed" in json.loads(hook.stdout)["systemMessage"]
+    serve = launch(root, "serve", env=env, cwd=project)
+    assert serve.returncode == 1 and "not installed" in serve.stderr
+
+
+# -- Claude Code itself ------------------------------------------------------------------------------
+@needs_claude
+@pytest.mark.parametrize("manifest", [".", ".claude-plugin/plugin.json"])
+def test_claude_plugin_validate_passes(manifest: str) -> None:
+    result = subprocess.run([CLAUDE, "plugin", "validate", "--strict", str(REPO / manifest)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "DISABLE_AUTOUPDATER": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Validation passed" in result.stdout
+
+
+@needs_claude
+def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) -> None:
+    """Claude Code, offline against a scripted fake model: the plugin's server connects, the
+    command reaches the model with its arguments in place, and every tool works."""
+    from fake_anthropic import FakeAnthropic, tool_results
+
+    sid = "{session_id}"
+    script = [
+        ("session_start", {"level": "prod", "number": 5, "topic": "CRISPR"}),
+        ("session_status", {}),
+        ("stage_start", {"session_id": sid}),
+        ("stage_complete", {"session_id": sid, "stage": "01_deep_research", "quality": {"overall": 0.9},
+                            "cost_usd": 0.25}),
+        ("stage_start", {"session_id": sid}),
+        ("record_failure", {"session_id": sid, "stage": "02_questions", "error": "quota", "retryable": False}),
+        ("session_resume", {"session_id": sid}),
+        ("session_update", {"session_id": sid, "add_tasks": ["check sources"], "learnings": ["retry later"]}),
+        ("session_report", {"period": "week"}),
+        ("session_backup", {"action": "history", "session_id": sid}),
+        ("session_end", {"session_id": sid, "summary": "episode 5 researched"}),
+    ]
+    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test-dummy", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "SESSION_MANAGER_BIN": str(Path(sys.executable).parent / "session-manager")}
+    env.pop("CLAUDE_PROJECT_DIR", None)
+    with FakeAnthropic([(TOOL_PREFIX + name, arguments) for name, arguments in script]) as fake:
+        env["ANTHROPIC_BASE_URL"] = fake.url
+        result = subprocess.run(
+            [CLAUDE, "-p", "/session-manager:session-manager start prod 5 CRISPR", "--plugin-dir", str(REPO),
+             "--allowedTools", TOOL_PREFIX.rstrip("_")],
+            cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"done after {len(script)} tool calls"
+    first = next(r["body"] for r in fake.requests if r["body"].get("tools"))
+    prompt = json.dumps(first["messages"])
+    assert "<command-args>start prod 5 CRISPR</command-args>" in prompt
+    assert "Carry out the session-manager command `start prod 5 CRISPR`" in prompt
+    assert "The verb is `start`" in prompt
+    offered = {t["name"] for t in first["tools"]}
+    assert {TOOL_PREFIX + name for name, _ in script} <= offered
+    final = [r["body"] for r in fake.requests if r["body"].get("tools")][-1]
+    results = [r for r in tool_results(final) if "still connecting" not in json.dumps(r)]
+    assert len(results) == len(script)
+    assert not [r for r in results if r.get("is_error")], results
+    (folder,) = (project / ".claude/level-2-production/sessions").iterdir()
+    state = json.loads((folder / "pipeline_status.json").read_text())
+    assert state["status"] == "completed" and state["summary"] == "episode 5 researched"
+    assert state["recovery_count"] == 1
+    assert len(state["claude_sessions"]) == 1  # the conversation that started it (CLAUDE_CODE_SESSION_ID)
+    assert git(project, "rev-parse", "--verify", "session-backups").strip()
