@@ -538,3 +538,13 @@ def test_run_loop_pushes_each_commit_when_push_is_configured(project: Path, tmp_
     backup.run_loop(project, 3600, stop, on_commit=lambda _: stop.set(), on_error=errors.append)
     assert errors == []
     assert git(remote, "rev-parse", BRANCH).strip() == commits(project)[0]
+
+
+def test_disabled_backups_skip_automatic_ones_but_not_manual(project: Path) -> None:
+    write_config(project, "[backup]\nenabled = false\n")
+    service = Service(project, actor="test")
+    service.start(level="dev")
+    assert commits(project) == []
+    assert service.backup_now(reason="stop").skipped == "backups are disabled (backup.enabled = false)"
+    assert commits(project) == []
+    assert service.backup_now().committed

@@ -228,6 +228,35 @@ async def test_session_end_completes_or_abandons(server, service: Service) -> No
     assert (await call(server, "session_end", session_id=second, abandoned=True))["status"] == "abandoned"
 
 
+async def test_session_report_counts_the_period(server, project: Path) -> None:
+    from datetime import timedelta
+
+    from session_manager.model import utcnow
+
+    earlier = Service(project, actor="test", clock=lambda: utcnow() - timedelta(minutes=5))
+    earlier.end(session_id=started(earlier), summary="done")
+    earlier.start(level="dev")
+    report = await call(server, "session_report", period="week")
+    assert report["period"] == "week" and report["sessions"] == 2 and report["finished"] == 1
+    assert report["completion_rate"] == 0.5
+    only_dev = await call(server, "session_report", level="dev")
+    assert only_dev["level"] == "dev" and only_dev["sessions"] == 1
+
+
+async def test_session_backup_now_history_and_restore(server, service: Service) -> None:
+    session_id = started(service)
+    service.update(session_id=session_id, add_tasks=["first"])
+    made = await call(server, "session_backup")
+    assert made["committed"] and made["sessions"] == [session_id] and made["revision"]
+    service.update(session_id=session_id, add_tasks=["second"])
+    history = await call(server, "session_backup", action="history", session_id=session_id)
+    assert history["sessions"] == [session_id] and len(history["backups"]) >= 2
+    assert history["backups"][0]["revision"] == made["revision"]  # newest first
+    back = await call(server, "session_backup", action="restore", session_id=session_id, at=made["revision"])
+    assert "pipeline_status.json" in back["restored"] and back["undo"]
+    assert [t.title for t in service.show(session_id=session_id).state.progress.tasks_pending] == ["first"]
+
+
 # -- bad input: a tool error with the CLI's message, nothing written ----------------------------
 BAD = [
     ("session_start", {"level": "bogus"}, ("start", "bogus")),
@@ -241,6 +270,12 @@ BAD = [
      ("stage", "fail", "{id}", "99_nope", "--error", "x")),
     ("session_resume", {"session_id": "{id}", "from_stage": "09_audio_synthesis"},
      ("resume", "{id}", "--from", "09_audio_synthesis")),
+    ("session_report", {"since": "yesterday"}, ("report", "--since", "yesterday")),
+    ("session_report", {"level": "bogus"}, ("report", "--level", "bogus")),
+    ("session_backup", {"action": "restore", "session_id": "{id}", "at": "--upload-pack=touch x"},
+     ("backup", "restore", "{id}", "--at=--upload-pack=touch x")),
+    ("session_backup", {"action": "restore", "session_id": "{id}", "at": "deadbeef"},
+     ("backup", "restore", "{id}", "--at", "deadbeef")),
 ]
 
 

@@ -387,3 +387,13 @@ def test_events_hold_every_transition_in_order(svc: Service) -> None:
         ("stage_status", "implement", "completed"),
         ("stage_completed", "implement", None),
     ]
+
+
+def test_retry_attempt_time_runs_from_the_retry_decision(svc: Service, clock: Clock) -> None:
+    sid = start(svc)
+    _to_gate(svc, sid)
+    clock.tick(5)
+    svc.stage_complete(session_id=sid, stage="04_quality_claude", quality={"overall": 0.8})
+    clock.tick(7)  # the second attempt, without an explicit stage start
+    svc.stage_complete(session_id=sid, stage="04_quality_claude", quality={"overall": 0.9})
+    assert state(svc, sid).stages["04_quality_claude"].execution_seconds == 7 * 60

@@ -343,14 +343,20 @@ def test_pipeline_finishing_writes_review_without_end(service: Service) -> None:
 
 
 # -- only what changed ------------------------------------------------------------------------
-def test_update_rewrites_tasks_but_not_context(service: Service) -> None:
-    session_id = service.start(level="coded").state.session_id
+def test_update_rewrites_tasks_but_not_context_or_production_plan(service: Service) -> None:
+    session_id = service.start(level="prod", number=2).state.session_id
     folder = folder_of(service, session_id)
     before = {name: (folder / name).stat().st_mtime_ns for name in ("context.md", "tests.md", "plan.md")}
     tasks_before = (folder / "tasks.md").read_text()
     service.update(session_id=session_id, add_tasks=["New work"])
     assert "New work" in (folder / "tasks.md").read_text() != tasks_before
     assert {name: (folder / name).stat().st_mtime_ns for name in before} == before
+
+
+def test_update_refreshes_a_plan_that_lists_open_work(service: Service) -> None:
+    session_id = service.start(level="coded").state.session_id
+    service.update(session_id=session_id, blockers=["Waiting for review"])
+    assert "- #1 Waiting for review\n" in (folder_of(service, session_id) / "plan.md").read_text()
 
 
 def test_stage_start_refreshes_plan(service: Service) -> None:

@@ -47,7 +47,7 @@ def register(sub: Any, command: Any) -> None:
     from session_manager.cli import Parser
 
     p = command("render", cmd_render, "Re-render a session's markdown (all files, or one: context, plan, tasks,"
-                " tests, review, completed). Without ID: the current session, else the one changed last.")
+                " tests, review, completed); with no active session, the session changed last.")
     p.add_argument("words", nargs="*", metavar="[ID] [NAME]")
 
     group = sub.add_parser("templates", help="the markdown templates (list, show)")

@@ -238,6 +238,15 @@ def _previous(previous: PreviousSession) -> dict[str, Any]:
             "ended": _when(previous.ended_at)}
 
 
+def _by_model(by_model: dict[str, float], total: float) -> list[dict[str, Any]]:
+    """Cost per model, plus what was recorded without a model, so the rows add up to the total."""
+    rows = [{"model": k, "usd": v} for k, v in by_model.items()]
+    rest = round(total - sum(by_model.values()), 6)
+    if rows and rest >= 0.005:
+        rows.append({"model": "not given", "usd": rest})
+    return rows
+
+
 def gate_failures(folder: Path) -> list[dict[str, Any]]:
     """Every failed quality evaluation kept in `quality_reports/`, oldest first."""
     failures = []
@@ -330,7 +339,7 @@ def template_variables(
         "cost": {
             "total": spent, "tokens": costs.tokens_used, "entries": costs.entries,
             "by_stage": [{"stage": k, "usd": v} for k, v in costs.cost_by_stage.items()],
-            "by_model": [{"model": k, "usd": v} for k, v in costs.cost_by_model.items()],
+            "by_model": _by_model(costs.cost_by_model, spent),
             "api_calls": [{"provider": k, "calls": v} for k, v in costs.api_calls.items()],
         },
         "metrics": {

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel, Field
 
 from session_manager.model import Timestamp
-from session_manager.reports import Summary, in_window, trend
+from session_manager.reports import Summary, _stage_positions, in_window, trend
 
 ACTIVE = ("initialized", "in_progress", "failed")
 BARS = "▁▂▃▄▅▆▇█"
@@ -98,14 +98,12 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
     quality = {metric: [MetricPoint(day=day, value=round(statistics.fmean(v), 4)) for day, v in sorted(by_day.items())]
                for metric, by_day in sorted(per_metric.items())}
 
-    order: dict[str, int] = {}
+    order = _stage_positions(chosen)
     seconds: dict[str, list[float]] = defaultdict(list)
     gates: dict[str, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
     error_total = 0
     for s in chosen:
-        for index, stage in enumerate(s["stages"]):
-            order.setdefault(stage, index)
         for stage, value in s["durations"].items():
             seconds[stage].append(value)
         for stage, count in s["gates"].items():
@@ -263,15 +261,19 @@ def cost_chart(points: list[DayCost]) -> str:
     for i, p in enumerate(points):
         height = plot_h * p.cost_usd / top
         x = LEFT + step * i + step * 0.15
-        over = " over" if p.budget_usd and p.cost_usd > p.budget_usd else ""
+        over = " over" if p.budget_usd and p.cost_usd >= p.budget_usd else ""
         body.append(f'<rect class="bar cost{over}" data-day="{_e(p.day)}" data-usd="{p.cost_usd}" x="{x:.1f}" '
                     f'y="{TOP + plot_h - height:.1f}" width="{step * 0.7:.1f}" height="{height:.1f}">'
                     f'<title>{_e(p.day)}: {_money(p.cost_usd)} spent, budget {_money(p.budget_usd)}</title></rect>')
-    budget = " ".join(f"{LEFT + step * (i + 0.5):.1f},{TOP + plot_h - plot_h * p.budget_usd / top:.1f}"
-                      for i, p in enumerate(points))
-    body.append(f'<polyline class="budget" points="{budget}"><title>budget of the sessions started each day</title></polyline>')
+    for i, p in enumerate(points):
+        if p.budget_usd:
+            y = TOP + plot_h - plot_h * p.budget_usd / top
+            x = LEFT + step * i + step * 0.05
+            body.append(f'<line class="budget" data-day="{_e(p.day)}" x1="{x:.1f}" x2="{x + step * 0.9:.1f}" '
+                        f'y1="{y:.1f}" y2="{y:.1f}"><title>{_e(p.day)}: budget {_money(p.budget_usd)} (the sessions'
+                        f' started that day)</title></line>')
     body += _x_labels([p.day for p in points], step)
-    body.append(_legend([("cost", "#2563eb", "rect"), ("budget", "#dc2626", "line")]))
+    body.append(_legend([("cost", "#2563eb", "rect"), ("over budget", "#dc2626", "rect"), ("budget", "#111827", "line")]))
     return _frame("chart-cost", title, body)
 
 
@@ -304,7 +306,8 @@ def quality_chart(series: dict[str, list[MetricPoint]], days: list[str], thresho
     return _frame("chart-quality", title, body)
 
 
-def _hbars(chart_id: str, title: str, rows: list[tuple[str, list[tuple[float, str, str]]]], fmt: str) -> str:
+def _hbars(chart_id: str, title: str, rows: list[tuple[str, list[tuple[float, str, str]]]], fmt: str,
+           legend: list[tuple[str, str, str]] | None = None) -> str:
     """Horizontal bars, one row per stage; each row a stack of (value, class, tooltip)."""
     if not rows or not any(v for _, parts in rows for v, _, _ in parts):
         return _empty(chart_id, title)
@@ -326,6 +329,8 @@ def _hbars(chart_id: str, title: str, rows: list[tuple[str, list[tuple[float, st
             x += width
         total = sum(v for v, _, _ in parts)
         body.append(f'<text class="tick" x="{x + 6:.1f}" y="{y + 16}">{_e(fmt.format(total))}</text>')
+    if legend:
+        body.append(_legend(legend, height))
     return _frame(chart_id, title, body, height)
 
 
@@ -339,15 +344,15 @@ def failures_chart(stages: list[StageFigure]) -> str:
     rows = [(s.stage, [(s.gate_failures, "gate", f"{s.stage}: {s.gate_failures} quality gate failures"),
                        (s.errors, "error", f"{s.stage}: {s.errors} recorded failures")])
             for s in stages if s.gate_failures or s.errors]
-    chart = _hbars("chart-failures", "Failures by stage (gate failures, then errors)", rows, "{:.0f}")
-    return chart
+    return _hbars("chart-failures", "Failures by stage (gate failures, then errors)", rows, "{:.0f}",
+                  [("quality gate failures", "#d97706", "rect"), ("recorded failures", "#dc2626", "rect")])
 
 
-def _legend(items: list[tuple[str, str, str]]) -> str:
+def _legend(items: list[tuple[str, str, str]], height: int = H) -> str:
     parts = []
     x = LEFT
     for name, color, shape in items:
-        y = H - 10
+        y = height - 10
         if shape == "rect":
             parts.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color}"/>')
         else:
@@ -370,7 +375,7 @@ th{font-weight:600;color:#374151}.progress{background:#e5e7eb;border-radius:4px;
 .progress span{display:block;height:8px;border-radius:4px;background:#2563eb}
 svg .grid{stroke:#e5e7eb}svg .tick,svg .label,svg .legend,svg .empty{font-size:11px;fill:#4b5563}
 svg .empty{font-size:14px}svg .bar.cost{fill:#2563eb}svg .bar.cost.over{fill:#dc2626}
-svg .budget{fill:none;stroke:#dc2626;stroke-width:2;stroke-dasharray:6 4}
+svg .budget{stroke:#111827;stroke-width:3}
 svg .threshold{stroke:#dc2626;stroke-dasharray:4 4}svg .series{fill:none;stroke-width:2}
 svg .bar.duration{fill:#0891b2}svg .bar.gate{fill:#d97706}svg .bar.error{fill:#dc2626}
 .status-failed{color:#dc2626;font-weight:600}
@@ -396,8 +401,10 @@ def html_page(board: Dashboard) -> str:
     sessions = (f"<table><thead><tr><th>session</th><th>status</th><th>stage</th><th>stage status</th><th>progress</th>"
                 f"<th></th><th>cost</th><th>alerts</th><th>topic</th></tr></thead><tbody>{rows}</tbody></table>"
                 if rows else '<p class="muted">no session in progress</p>')
-    charts = [cost_chart(board.cost_per_day), quality_chart(board.quality_per_day, days, board.quality_threshold),
-              stage_chart(board.stages), failures_chart(board.stages)]
+    charts = [("Cost per day against budget", cost_chart(board.cost_per_day)),
+              ("Quality per metric over time", quality_chart(board.quality_per_day, days, board.quality_threshold)),
+              ("Mean stage duration", stage_chart(board.stages)),
+              ("Failures by stage", failures_chart(board.stages))]
     scope = board.level or "all levels"
     generated = board.generated_at.astimezone().strftime("%Y-%m-%d %H:%M")
     return (
@@ -409,7 +416,8 @@ def html_page(board: Dashboard) -> str:
         "<div class=\"figures\">" + "".join(f"<div class=\"figure\"><span class=\"muted\">{_e(name)}</span>"
                                           f"<b>{_e(value)}</b></div>" for name, value in figures) + "</div>"
         f"<div class=\"card\"><h2>In progress</h2>{sessions}</div><br>"
-        "<div class=\"grid2\">" + "".join(f"<div class=\"card\">{chart}</div>" for chart in charts) + "</div>"
+        "<div class=\"grid2\">" + "".join(f"<div class=\"card\"><h2>{_e(title)}</h2>{chart}</div>"
+                                          for title, chart in charts) + "</div>"
         + (f"<p class=\"muted\">unreadable sessions: {_e(', '.join(board.unreadable))}</p>" if board.unreadable else "")
         + "</body></html>\n"
     )

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -67,10 +67,8 @@ def compact_schema(node: Any, names: bool = False) -> Any:
     return out
 
 
-View = BaseModel
 
-
-class SessionView(View):
+class SessionView(BaseModel):
     """A session; stages as `name: status (attempts, score: note)`, tasks and blockers as `#id text`."""
 
     session_id: str
@@ -122,11 +120,11 @@ def _stage_line(name: str, stage: Any) -> str:
     return line + (f": {note[:200]}" if note else "")
 
 
-class SessionsView(View):
+class SessionsView(BaseModel):
     sessions: list[SessionView]
 
 
-class StageOutcome(View):
+class StageOutcome(BaseModel):
     """The pipeline's decision: started, advanced, completed, retry, routed_back, escalated or resumed."""
 
     session_id: str
@@ -154,7 +152,7 @@ class StageOutcome(View):
         )
 
 
-class ReportView(View):
+class ReportView(BaseModel):
     """A period's sessions in figures; rates are 0..1, money in USD, lines as short text."""
 
     period: str
@@ -207,13 +205,13 @@ def _day(value: Any) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-class BackupLine(View):
+class BackupLine(BaseModel):
     revision: str
     time: str
     reason: str
 
 
-class BackupOutcome(View):
+class BackupOutcome(BaseModel):
     """now: the commit made, or why none; history: a session's backups, newest first;
     restore: the files brought back, and how to undo it."""
 
@@ -249,7 +247,6 @@ def tool_error(message: str) -> CallToolResult:
 
 
 LEVEL = "dev, prod, platform or coded (or 1-4)"
-SID = str
 
 
 def build_server(root: Path | None = None, *, backups: bool = True) -> SessionServer:
@@ -289,13 +286,13 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
         return SessionsView(sessions=[SessionView.of(svc.show(session_id=s.session_id)) for s in active])
 
     def stage_start(
-        session_id: SID,
+        session_id: str,
         stage: Annotated[str | None, Field(description="omit for the next pending stage")] = None,
     ) -> StageOutcome:
         return StageOutcome.of(service().stage_start(session_id=session_id, stage=stage))
 
     def stage_complete(
-        session_id: SID,
+        session_id: str,
         stage: str,
         outputs: Annotated[dict[str, str] | None, Field(description="handed to the next stage")] = None,
         quality: Annotated[dict[str, float] | None, Field(description="metric: 0..1; overall sets the score")] = None,
@@ -309,7 +306,7 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
             tokens=tokens, model=model, notes=notes))
 
     def record_failure(
-        session_id: SID,
+        session_id: str,
         stage: str,
         error: str,
         retryable: Annotated[bool, Field(description="false escalates at once")] = True,
@@ -318,13 +315,13 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
             session_id=session_id, stage=stage, error=error, retryable=retryable))
 
     def session_resume(
-        session_id: SID,
+        session_id: str,
         from_stage: Annotated[str | None, Field(description="a completed stage to redo from")] = None,
     ) -> StageOutcome:
         return StageOutcome.of(service().resume(session_id=session_id, from_stage=from_stage))
 
     def session_update(
-        session_id: SID,
+        session_id: str,
         add_tasks: list[str] | None = None,
         complete_tasks: Annotated[list[str] | None, Field(description="task ids (#3) or exact titles")] = None,
         blockers: list[str] | None = None,
@@ -337,7 +334,7 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
             clear_blockers=clear_blockers, learnings=learnings, decisions=decisions))
 
     def session_end(
-        session_id: SID,
+        session_id: str,
         summary: str | None = None,
         abandoned: bool = False,
     ) -> SessionView:
@@ -454,18 +451,15 @@ def _add_resources(server: MCPServer, service: Callable[[], Service]) -> None:
             return service().store.session_file(session_id, file).read_text(encoding="utf-8", errors="replace")
 
 
-class _resource_errors:
-    """SessionError -> ResourceError with the same message (NotFound -> not-found)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, NotFound):
-            raise ResourceNotFoundError(str(exc)) from None
-        if isinstance(exc, SessionError):
-            raise ResourceError(str(exc)) from None
-        return False
+@contextmanager
+def _resource_errors() -> Iterator[None]:
+    """SessionError -> ResourceError with the same message (NotFound -> not found)."""
+    try:
+        yield
+    except NotFound as exc:
+        raise ResourceNotFoundError(str(exc)) from None
+    except SessionError as exc:
+        raise ResourceError(str(exc)) from None
 
 
 # -- prompts -----------------------------------------------------------------------------

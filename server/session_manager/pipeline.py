@@ -101,6 +101,8 @@ def set_stage_status(tx: Transaction, stage: str, new: StageStatus, why: str) ->
             f" Allowed from {old}: {_allowed(STAGE_TRANSITIONS, old)}"
         )
     stage_state.status = new
+    if new == T.retrying:  # the next attempt's clock starts when the retry is decided
+        stage_state.started_at = tx.now
     tx.event("stage_status", stage=stage, old=str(old), new=str(new), reason=why)
     return stage_state
 
@@ -192,11 +194,14 @@ def start_stage(tx: Transaction, config: Config, stage: str | None) -> Outcome:
                    attempts_left=max(0, stage_def.max_attempts - stage_state.attempts))
 
 
-def _begin_attempt(tx: Transaction, stage: str, why: str) -> None:
+def _begin_attempt(tx: Transaction, stage: str, why: str, keep_start: bool = False) -> None:
+    """Count an attempt. `keep_start`: an implicit start (completing or failing a retrying
+    stage without `stage start`) keeps the clock that started when the retry was decided."""
     stage_state = set_stage_status(tx, stage, T.in_progress, why)
     stage_state.attempts += 1
     stage_state.total_attempts += 1
-    stage_state.started_at = tx.now
+    if not keep_start or stage_state.started_at is None:
+        stage_state.started_at = tx.now
     stage_state.completed_at = None
     if tx.state.status == S.initialized:
         set_session_status(tx, S.in_progress, f"stage {stage} started")
@@ -278,7 +283,7 @@ def complete_stage(
                 f" give them as outputs, e.g. {missing[0]}=path/to/{missing[0]}"
             )
     if stage_state.status == T.retrying:
-        _begin_attempt(tx, stage, "retry attempt")
+        _begin_attempt(tx, stage, "retry attempt", keep_start=True)
 
     overall = overall_of(quality)
     attempt = stage_state.attempts
@@ -385,7 +390,7 @@ def record_failure(tx: Transaction, config: Config, stage: str, error: str, retr
         )
     if stage_state.status != T.in_progress:
         _check_ready(state, stage, stage_def, "record a failure for")
-        _begin_attempt(tx, stage, "attempt failed before completion")
+        _begin_attempt(tx, stage, "attempt failed before completion", keep_start=True)
     attempt = stage_state.attempts
     state.error_count += 1
     stage_state.last_error = error
@@ -459,7 +464,7 @@ def _reopen(tx: Transaction, stage: str, why: str) -> None:
         _archive_record(tx, stage)
     stage_state.attempts = 0
     stage_state.override_reason = None
-    stage_state.completed_at = None
+    stage_state.started_at = stage_state.completed_at = None
 
 
 def override(tx: Transaction, stage: str, kind: Literal["bypassed", "skipped"], reason: str) -> Outcome:

@@ -29,7 +29,8 @@ SUFFIX = ".md.j2"
 SESSION_TEMPLATES = ("context", "plan", "tasks", "tests", "review", "completed")
 AT_START = ("context", "plan", "tasks", "tests")
 AT_END = ("plan", "completed", "review")
-PLAN_SHOWS_TASKS = frozenset({"dev"})  # their plan.md lists the micro-tasks, so an update refreshes it
+# Levels whose shipped plan.md lists tasks or blockers, so a task or blocker change refreshes it.
+PLAN_SHOWS_TASKS = frozenset({"dev", "platform", "coded"})
 NAME_PATTERN = re.compile(r"^_?[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -276,9 +277,20 @@ def render_session(service: Service, session_id: str, names: tuple[str, ...] | N
             except TemplateError as exc:
                 failures.append(exc)
                 continue
-            atomic_write(folder / f"{name}.md", text)
+            _write_if_changed(folder / f"{name}.md", text)
             written.append(f"{name}.md")
     return written, failures
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Atomic write, skipped when the file already holds exactly this text (no fsync, no
+    new mtime, nothing for the backup to commit)."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, text)
 
 
 def templates_for(trigger: str, level: str, finished: bool = False) -> tuple[str, ...]:

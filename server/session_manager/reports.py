@@ -368,7 +368,8 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
             stage=stage, total_usd=round(spent, 6), mean_usd=round(spent / len(values), 6), sessions=len(values),
             share=round(spent / total, 4) if total else 0.0,
             target_usd=round(statistics.fmean(targets), 6) if targets else None))
-    cost.by_stage.sort(key=lambda c: _stage_order(c.stage, chosen))
+    positions = _stage_positions(chosen)
+    cost.by_stage.sort(key=lambda c: (positions.get(c.stage, 10_000), c.stage))
     cost.unassigned_usd = round(max(0.0, total - staged), 6)
 
     finished = [s for s in chosen if s["status"] == "completed" and inside(s["completed"])]
@@ -377,7 +378,8 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
     for s in chosen:
         for stage, value in s["durations"].items():
             seconds[stage].append(value)
-    stage_seconds = {stage: Stat.of(seconds[stage], 1) for stage in sorted(seconds, key=lambda n: _stage_order(n, chosen))}
+    stage_seconds = {stage: Stat.of(seconds[stage], 1)
+                     for stage in sorted(seconds, key=lambda n: (positions.get(n, 10_000), n))}
 
     gates: dict[str, list[int]] = defaultdict(list)
     for s in chosen:
@@ -402,11 +404,14 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
                   trend=trend(chosen, since, until, inside), unreadable=unreadable or [])
 
 
-def _stage_order(stage: str, summaries: list[Summary]) -> tuple[int, str]:
+def _stage_positions(summaries: list[Summary]) -> dict[str, int]:
+    """Each stage's earliest position in any pipeline, so tables follow pipeline order."""
+    positions: dict[str, int] = {}
     for s in summaries:
-        if stage in s["stages"]:
-            return s["stages"].index(stage), stage
-    return 10_000, stage
+        for index, stage in enumerate(s["stages"]):
+            if index < positions.get(stage, 10_000):
+                positions[stage] = index
+    return positions
 
 
 def _recurring(summaries: list[Summary], inside: Any) -> tuple[list[ErrorPattern], int]:

@@ -423,8 +423,9 @@ class Service:
                 raise
             session_id = recent[0]
         state = self.store.read_state(session_id)
+        names = render.rerender_names(req.name, finished=not state.active)  # refused before anything is written
         added = {} if state.active else memory.record(self.store, state, self.config.lock_timeout_seconds)
-        written, failures = render.render_session(self, session_id, render.rerender_names(req.name, not state.active))
+        written, failures = render.render_session(self, session_id, names)
         if failures:
             done = f"; written: {', '.join(written)}" if written else ""
             raise TemplateError(f"{failures[0]}{done}")
@@ -466,7 +467,11 @@ class Service:
 
     @operation(BackupNowRequest)
     def backup_now(self, req: BackupNowRequest) -> BackupResult:
-        """Commit the session files to the backup branch now (no commit when nothing changed)."""
+        """Commit the session files to the backup branch now (no commit when nothing changed).
+        Only a "manual" backup runs when backup.enabled is false."""
+        if req.reason != "manual" and not self.config.backup.enabled:
+            return BackupResult(committed=False, reason=req.reason, branch=self.config.backup.branch,
+                                skipped="backups are disabled (backup.enabled = false)")
         return self._trail().backup(req.reason)
 
     @operation(BackupHistoryRequest)

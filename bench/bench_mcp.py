@@ -1,0 +1,120 @@
+"""Benchmark: the MCP server over stdio, as Claude Code talks to it.
+
+    .venv/bin/python bench/bench_mcp.py [--rounds 30] [--starts 9]
+
+1. Cold start: from spawning the process to the answer to `initialize`, for a bare SDK server
+   (one no-op tool) and for `session-manager serve`; budget: ours at most the bare one + 100 ms.
+2. A `stage_complete` round trip against a no-op tool added to the same server; budget: the
+   median at most 1.5x the no-op's. Each round starts a stage (not timed) and completes it.
+
+Medians are printed with their ratios; the project is a fresh git repository in a temp folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PYTHON = sys.executable
+BARE = """
+from mcp.server.mcpserver import MCPServer
+server = MCPServer("bare")
+@server.tool()
+def noop() -> str:
+    return "ok"
+server.run("stdio")
+"""
+OURS_WITH_NOOP = """
+from session_manager.mcp_server import build_server
+server = build_server(backups=False)
+server.add_tool(lambda: "ok", name="noop", description="does nothing")
+server.run("stdio")
+"""
+INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
+
+
+class Peer:
+    def __init__(self, argv: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        self.next_id = 1
+
+    def send(self, message: dict) -> None:
+        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict) -> dict:
+        self.next_id += 1
+        self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        answer = json.loads(self.proc.stdout.readline())
+        if "error" in answer or answer.get("result", {}).get("isError"):
+            raise SystemExit(f"{method} failed: {answer}")
+        return answer["result"]
+
+    def call(self, tool: str, **arguments: object) -> dict:
+        return self.request("tools/call", {"name": tool, "arguments": arguments})
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def cold_start(argv: list[str], cwd: Path) -> float:
+    began = time.perf_counter()
+    peer = Peer(argv, cwd)
+    peer.send(INIT)
+    json.loads(peer.proc.stdout.readline())
+    elapsed = time.perf_counter() - began
+    peer.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--starts", type=int, default=9)
+    args = parser.parse_args()
+    env_root = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
+    subprocess.run(["git", "init", "-q", str(env_root)], check=True)
+    os.environ.update({"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
+                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost"})
+    stages = "\n".join(f'[[pipelines.coded]]\nname = "s{i:03d}"\n' for i in range(args.rounds + 1))
+    (env_root / ".claude").mkdir()
+    (env_root / ".claude/session-manager.toml").write_text(stages)
+
+    bare = [cold_start([PYTHON, "-c", BARE], env_root) for _ in range(args.starts)]
+    ours = [cold_start([PYTHON, "-m", "session_manager", "serve", "--no-backups"], env_root)
+            for _ in range(args.starts)]
+    bare_ms, ours_ms = statistics.median(bare) * 1000, statistics.median(ours) * 1000
+    print(f"cold start to initialize: bare SDK {bare_ms:.0f} ms, session-manager serve {ours_ms:.0f} ms,"
+          f" +{ours_ms - bare_ms:.0f} ms (budget +100 ms)")
+
+    peer = Peer([PYTHON, "-c", OURS_WITH_NOOP], env_root)
+    peer.request("initialize", INIT["params"])
+    peer.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    session_id = peer.call("session_start", level="coded")["structuredContent"]["session_id"]
+    noop, complete = [], []
+    for i in range(args.rounds):
+        began = time.perf_counter()
+        peer.call("noop")
+        noop.append(time.perf_counter() - began)
+        peer.call("stage_start", session_id=session_id)
+        began = time.perf_counter()
+        peer.call("stage_complete", session_id=session_id, stage=f"s{i:03d}", notes="bench")
+        complete.append(time.perf_counter() - began)
+    peer.close()
+    noop_ms, complete_ms = statistics.median(noop) * 1000, statistics.median(complete) * 1000
+    print(f"round trip over stdio: no-op {noop_ms:.1f} ms, stage_complete {complete_ms:.1f} ms,"
+          f" ratio {complete_ms / noop_ms:.2f}x (budget 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
