@@ -124,7 +124,3 @@ def tool_results(body: dict[str, Any]) -> list[dict[str, Any]]:
             found += [item for item in content if isinstance(item, dict) and item.get("type") == "tool_result"]
     return found
 
-
-def texts(body: dict[str, Any]) -> str:
-    """Every text the request carries (messages and system prompt), joined."""
-    return json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))

@@ -548,3 +548,27 @@ def test_disabled_backups_skip_automatic_ones_but_not_manual(project: Path) -> N
     assert service.backup_now(reason="stop").skipped == "backups are disabled (backup.enabled = false)"
     assert commits(project) == []
     assert service.backup_now().committed
+
+
+def test_restore_never_writes_through_a_symlink(project: Path, tmp_path: Path, service: Service) -> None:
+    session_id = service.start(level="dev").state.session_id
+    folder = project / folder_of(service, session_id)
+    (folder / "notes").mkdir()
+    (folder / "notes" / "a.md").write_text("backed up\n")
+    revision = service.backup_now().revision
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.rmtree(folder / "notes")
+    (folder / "notes").symlink_to(outside)
+    service.backup_restore(session_id=session_id, at=revision)
+    assert list(outside.iterdir()) == []
+    assert not (folder / "notes").is_symlink() and (folder / "notes" / "a.md").read_text() == "backed up\n"
+
+
+def test_backup_in_a_folder_without_sessions_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    result = Service(root, actor="test").backup_now()
+    assert not result.committed and result.skipped == "nothing to back up yet"
+    assert list(root.iterdir()) == []

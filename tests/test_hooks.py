@@ -143,3 +143,14 @@ def test_stop_hook_with_nothing_changed_makes_no_commit(project: Path, service: 
     before = backups(project)
     assert hook(project, "stop", payload("stop", project)) == (0, "", "")
     assert backups(project) == before
+
+
+def test_attach_claude_session_refuses_a_malformed_id_and_writes_nothing(project: Path, service: Service) -> None:
+    from conftest import tree_snapshot
+    from session_manager.errors import InvalidInput
+
+    session_id = service.start(level="dev").state.session_id
+    before = tree_snapshot(project / ".claude")
+    with pytest.raises(InvalidInput, match="invalid Claude Code session id"):
+        service.attach_claude_session(session_id, "../../etc")
+    assert tree_snapshot(project / ".claude") == before

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 
 from conftest import git
@@ -21,7 +22,8 @@ LAUNCHER = "${CLAUDE_PLUGIN_ROOT}/scripts/session-manager"
 TOOL_PREFIX = "mcp__plugin_session-manager_sessions__"
 VERBS = ["start", "status", "end", "report", "resume", "stage", "task", "backup"]
 CLAUDE = shutil.which("claude")
-needs_claude = pytest.mark.skipif(CLAUDE is None, reason="the `claude` binary (npm i -g @anthropic-ai/claude-code) is not installed")
+needs_claude = pytest.mark.skipif(
+    CLAUDE is None, reason="the `claude` binary is not installed (npm install -g @anthropic-ai/claude-code)")
 
 
 def load(relative: str) -> dict:
@@ -65,6 +67,8 @@ def test_hooks_json_runs_each_hook_through_the_launcher() -> None:
         (command,) = group["hooks"]
         assert command["type"] == "command" and command["command"] == f'"{LAUNCHER}" hook {name}'
         assert 0 < command["timeout"] <= 60
+        # the autosave after every reply runs in the background: it never delays the conversation
+        assert command.get("async", False) == (event == "Stop")
 
 
 def test_slash_command_maps_every_verb_to_existing_tools() -> None:
@@ -78,7 +82,7 @@ def test_slash_command_maps_every_verb_to_existing_tools() -> None:
         assert f"| `{verb}" in body, verb
         assert verb in fields["argument-hint"], verb
     named = set(re.findall(r"`(session_\w+|stage_\w+|record_failure)\(", body))
-    tools = {t.name for t in build_server(REPO, backups=False)._tool_manager.list_tools()}
+    tools = {t.name for t in anyio.run(build_server(REPO, backups=False).list_tools)}
     assert named == tools
 
 
@@ -143,7 +147,7 @@ def test_claude_plugin_validate_passes(manifest: str) -> None:
 def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) -> None:
     """Claude Code, offline against a scripted fake model: the plugin's server connects, the
     command reaches the model with its arguments in place, and every tool works."""
-    from fake_anthropic import FakeAnthropic, tool_results
+    from fake_anthropic import NOT_READY, FakeAnthropic, tool_results
 
     sid = "{session_id}"
     script = [
@@ -160,16 +164,8 @@ def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) 
         ("session_backup", {"action": "history", "session_id": sid}),
         ("session_end", {"session_id": sid, "summary": "episode 5 researched"}),
     ]
-    env = {**os.environ, "ANTHROPIC_API_KEY": "sk-ant-test-dummy", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-           "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1", "SESSION_MANAGER_BIN": str(Path(sys.executable).parent / "session-manager")}
-    env.pop("CLAUDE_PROJECT_DIR", None)
     with FakeAnthropic([(TOOL_PREFIX + name, arguments) for name, arguments in script]) as fake:
-        env["ANTHROPIC_BASE_URL"] = fake.url
-        result = subprocess.run(
-            [CLAUDE, "-p", "/session-manager:session-manager start prod 5 CRISPR", "--plugin-dir", str(REPO),
-             "--allowedTools", TOOL_PREFIX.rstrip("_")],
-            cwd=project, env=env, capture_output=True, text=True, timeout=300,
-        )
+        result = run_claude(project, fake.url, "/session-manager:session-manager start prod 5 CRISPR")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"done after {len(script)} tool calls"
     first = next(r["body"] for r in fake.requests if r["body"].get("tools"))
@@ -180,7 +176,7 @@ def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) 
     offered = {t["name"] for t in first["tools"]}
     assert {TOOL_PREFIX + name for name, _ in script} <= offered
     final = [r["body"] for r in fake.requests if r["body"].get("tools")][-1]
-    results = [r for r in tool_results(final) if "still connecting" not in json.dumps(r)]
+    results = [r for r in tool_results(final) if not any(s in json.dumps(r) for s in NOT_READY)]
     assert len(results) == len(script)
     assert not [r for r in results if r.get("is_error")], results
     (folder,) = (project / ".claude/level-2-production/sessions").iterdir()
@@ -189,3 +185,37 @@ def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) 
     assert state["recovery_count"] == 1
     assert len(state["claude_sessions"]) == 1  # the conversation that started it (CLAUDE_CODE_SESSION_ID)
     assert git(project, "rev-parse", "--verify", "session-backups").strip()
+
+
+@needs_claude
+def test_claude_code_session_start_hook_gives_the_model_the_active_session(project: Path) -> None:
+    from fake_anthropic import FakeAnthropic, tool_results
+
+    from session_manager.service import Service
+
+    service = Service(project, actor="test")
+    session_id = service.start(level="prod", number=7, topic="tides").state.session_id
+    service.update(session_id=session_id, add_tasks=["find a tide table"])
+    service.stage_start(session_id=session_id)
+    with FakeAnthropic([(TOOL_PREFIX + "session_status", {})]) as fake:
+        result = run_claude(project, fake.url, "/session-manager:session-manager status")
+    assert result.returncode == 0, result.stderr
+    first = next(r["body"] for r in fake.requests if r["body"].get("tools"))
+    context = json.dumps(first["messages"])
+    assert "SessionStart hook additional context" in context
+    assert f"{session_id} (production, in_progress)" in context and "#1 find a tide table" in context
+    final = [r["body"] for r in fake.requests if r["body"].get("tools")][-1]
+    assert session_id in json.dumps(tool_results(final))
+    state = service.show(session_id=session_id).state
+    assert len(state.claude_sessions) == 1  # recorded by the SessionStart hook
+
+
+def run_claude(project: Path, url: str, prompt: str) -> subprocess.CompletedProcess:
+    """`claude -p PROMPT` with this repository as a plugin, offline against the fake at `url`.
+    No --allowedTools: the command's `allowed-tools` lets its tools run without a prompt."""
+    env = {**os.environ, "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "sk-ant-test-dummy",
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1", "DISABLE_TELEMETRY": "1",
+           "SESSION_MANAGER_BIN": str(Path(sys.executable).parent / "session-manager")}
+    env.pop("CLAUDE_PROJECT_DIR", None)
+    return subprocess.run([CLAUDE, "-p", prompt, "--plugin-dir", str(REPO)], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -274,6 +275,8 @@ class Trail:
     # -- backup --
     def backup(self, reason: str) -> BackupResult:
         """Commit the session files to the backup branch when anything changed."""
+        if not self.store.claude_dir.is_dir():  # e.g. the server started in a folder with no sessions
+            return BackupResult(committed=False, reason=reason, branch=self.branch, skipped="nothing to back up yet")
         coalesce = reason in COALESCED
         lock = self._acquire(wait=not coalesce)
         if lock is None:  # a backup is running right now; this coalesced trigger can skip
@@ -631,6 +634,9 @@ def _write_folder(folder: Path, files: dict[str, tuple[str, str]], blobs: dict[s
         if any(part in ("", ".", "..") for part in relative.split("/")):
             continue  # git trees cannot hold these; refused all the same
         path = folder / relative
+        for ancestor in reversed(Path(relative).parents[:-1]):  # a file or symlink where a folder must be
+            if (folder / ancestor).is_symlink() or (folder / ancestor).is_file():
+                (folder / ancestor).unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.parent.resolve().is_relative_to(real):
             raise BackupError(f"{relative} would be written outside {folder}; restore refused")
@@ -654,6 +660,8 @@ def _write_folder(folder: Path, files: dict[str, tuple[str, str]], blobs: dict[s
         base = Path(directory)
         for name in filenames + [d for d in dirnames if (base / d).is_symlink()]:
             relative = (base / name).relative_to(folder).as_posix()
+            if name.startswith(".") and name.endswith(".tmp"):
+                continue  # an atomic write in flight (rendering runs outside the lock): it renames itself away
             if relative not in files:
                 (base / name).unlink()
                 deleted.append(relative)
@@ -663,8 +671,6 @@ def _write_folder(folder: Path, files: dict[str, tuple[str, str]], blobs: dict[s
 
 
 def _remove(path: Path) -> None:
-    import shutil
-
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:

@@ -111,7 +111,7 @@ def register(sub: Any, command: Any) -> None:
 
     p = command("backup", cmd_backup, "Back up the session files to the git branch session-backups now"
                 " (history, restore, push: see `backup VERB --help`).")
-    verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser)
+    verbs = p.add_subparsers(dest="verb", metavar="[VERB]", parser_class=Parser)
 
     def verb(name: str, handler: Any, text: str) -> argparse.ArgumentParser:
         v = verbs.add_parser(name, help=text, description=text + " When ID is left out, the most recent active session is meant.")

@@ -275,7 +275,7 @@ def report_view(report: Any) -> str:
     lines.append(table(("COUNT", "SESSIONS", "STAGES", "PATTERN"),
                        [(e.count, e.sessions, ", ".join(e.stages), e.pattern[:80]) for e in report.recurring_errors],
                        "  ") if report.recurring_errors else "  none")
-    lines += ["", "Bypasses"]
+    lines += ["", f"Bypasses ({report.bypass_count})"]
     lines += [f"  {b.session_id} {b.stage}: {b.reason}" for b in report.bypasses] or ["  none"]
     lines += ["", "Alerts" + (" (" + ", ".join(f"{k} {v}" for k, v in report.alert_counts.items()) + ")"
                               if report.alert_counts else "")]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel, Field
 
 from session_manager.model import Timestamp
-from session_manager.reports import Summary, _stage_positions, in_window, trend
+from session_manager.reports import Summary, in_window, stage_positions, trend
 
 ACTIVE = ("initialized", "in_progress", "failed")
 BARS = "▁▂▃▄▅▆▇█"
@@ -98,7 +98,7 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
     quality = {metric: [MetricPoint(day=day, value=round(statistics.fmean(v), 4)) for day, v in sorted(by_day.items())]
                for metric, by_day in sorted(per_metric.items())}
 
-    order = _stage_positions(chosen)
+    order = stage_positions(chosen)
     seconds: dict[str, list[float]] = defaultdict(list)
     gates: dict[str, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
@@ -108,7 +108,7 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
             seconds[stage].append(value)
         for stage, count in s["gates"].items():
             gates[stage] += count
-        for stage, _message, at in s["errors"]:
+        for stage, _message, at, _pattern in s["errors"]:
             if inside(at):
                 error_total += 1
                 errors[stage or "-"] += 1
@@ -415,7 +415,7 @@ def html_page(board: Dashboard) -> str:
         f" · generated {_e(generated)}</p>"
         "<div class=\"figures\">" + "".join(f"<div class=\"figure\"><span class=\"muted\">{_e(name)}</span>"
                                           f"<b>{_e(value)}</b></div>" for name, value in figures) + "</div>"
-        f"<div class=\"card\"><h2>In progress</h2>{sessions}</div><br>"
+        f"<div class=\"card\"><h2>Active sessions</h2>{sessions}</div><br>"
         "<div class=\"grid2\">" + "".join(f"<div class=\"card\"><h2>{_e(title)}</h2>{chart}</div>"
                                           for title, chart in charts) + "</div>"
         + (f"<p class=\"muted\">unreadable sessions: {_e(', '.join(board.unreadable))}</p>" if board.unreadable else "")

@@ -48,9 +48,11 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
     except Exception as exc:  # our fault: a short line for the user, the traceback in a log
         from session_manager.cli import _log_internal_error
 
-        log = _log_internal_error()
-        _emit(out, {"systemMessage": f"session-manager {event} hook failed ({type(exc).__name__}: {exc});"
-                                     f" details in {log}"})
+        try:
+            where = f"; details in {_log_internal_error()}"
+        except OSError:
+            where = ""
+        _emit(out, {"systemMessage": f"session-manager {event} hook failed ({type(exc).__name__}: {exc}){where}"})
     return 0
 
 
@@ -140,7 +142,6 @@ def main(event: str | None) -> int:
     try:
         raw = "" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raw = ""
         _emit(sys.stdout, {"systemMessage": f"session-manager hook: cannot read stdin ({exc})"})
         return 0
     if not event:

@@ -267,13 +267,9 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
         budget_usd: float | None = None,
         objectives: list[str] | None = None,
     ) -> SessionView:
-        svc = service()
-        conversation = _claude_session()
-        detail = svc.start(level=level, number=number, topic=topic, complexity=complexity, tag=tag,
-                           budget_usd=budget_usd, objectives=objectives, claude_session=conversation)
-        if conversation:  # its token usage belongs to this session
-            svc.attach_claude_session(detail.state.session_id, conversation)
-            detail = svc.show(session_id=detail.state.session_id)
+        # the conversation's token usage belongs to this session: start records its id
+        detail = service().start(level=level, number=number, topic=topic, complexity=complexity, tag=tag,
+                                 budget_usd=budget_usd, objectives=objectives, claude_session=_claude_session())
         return SessionView.of(detail)
 
     def session_status(

@@ -19,6 +19,7 @@ Definitions (also in docs/costs-and-reports.md):
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -32,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from session_manager.errors import SessionError
-from session_manager.levels import Level, level_of
+from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SessionState, StageStatus, Timestamp
 from session_manager.store import STATE_FILE, Store, atomic_write
 
@@ -49,8 +50,9 @@ except ImportError:  # pragma: no cover
 
 
 CACHE_FILE = "report-cache.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when the summary's shape changes: older caches are ignored
 ERROR_TEXT_LIMIT = 300
+LIST_LIMIT = 50  # bypasses, alerts and error patterns listed in a report (counts cover them all)
 FAILED_STAGE = (StageStatus.failed, StageStatus.retrying, StageStatus.escalated)
 Summary = dict[str, Any]
 
@@ -71,7 +73,8 @@ def summarize(state: SessionState, topic: str | None) -> Summary:
         "budget": state.budget.usd, "cost": state.cost_tracking.total_cost,
         "by_stage": dict(state.cost_tracking.cost_by_stage), "tokens": state.cost_tracking.tokens_used,
         "stages": list(stages), "quality": dict(state.quality_metrics), "overall": state.quality_overall,
-        "errors": [[e.stage, e.error[:ERROR_TEXT_LIMIT], _ts(e.at)] for e in state.errors],
+        "errors": [[e.stage, e.error[:ERROR_TEXT_LIMIT], _ts(e.at), error_pattern(e.error[:ERROR_TEXT_LIMIT])]
+                   for e in state.errors],
         "error_count": state.error_count, "recovery_count": state.recovery_count,
         "gates": {name: s.gate_failures for name, s in stages.items() if s.gate_failures},
         "bypasses": [[name, s.override_reason, _ts(s.completed_at)] for name, s in stages.items()
@@ -112,10 +115,11 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
     unreadable: list[str] = []
     changed = False
     wanted = list(levels) if levels else None
+    folders = {level.prefix: str(store.level_dir(level)) for level in LEVELS.values()}
     for session_id in store.iter_ids(wanted):
-        folder = store.level_dir(level_of(session_id)) / session_id
+        folder = os.path.join(folders[session_id.split("_", 1)[0]], session_id)
         try:
-            st = os.stat(folder / STATE_FILE)
+            st = os.stat(os.path.join(folder, STATE_FILE))
         except OSError:
             unreadable.append(session_id)
             continue
@@ -129,7 +133,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
             except SessionError:
                 unreadable.append(session_id)
                 continue
-            summary = summarize(state, _topic(folder))
+            summary = summarize(state, _topic(Path(folder)))
             changed = True
         fresh[session_id] = [key, summary]
         summaries.append(summary)
@@ -161,9 +165,11 @@ class Stat(BaseModel):
     def of(cls, values: list[float], digits: int = 4) -> Stat:
         if not values:
             return cls()
-        return cls(n=len(values), mean=round(statistics.fmean(values), digits),
-                   stdev=round(statistics.pstdev(values), digits), median=round(statistics.median(values), digits),
-                   min=round(min(values), digits), max=round(max(values), digits))
+        mean = math.fsum(values) / len(values)
+        spread = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+        return cls(n=len(values), mean=round(mean, digits), stdev=round(spread, digits),
+                   median=round(statistics.median(values), digits), min=round(min(values), digits),
+                   max=round(max(values), digits))
 
 
 _NORMALISERS = [
@@ -278,8 +284,9 @@ class Report(BaseModel):
     gate_failures: list[GateFailures] = Field(default_factory=list)
     recurring_errors: list[ErrorPattern] = Field(default_factory=list)
     errors: int = Field(0, description="failures recorded inside the window")
-    bypasses: list[Bypass] = Field(default_factory=list)
-    alerts: list[AlertItem] = Field(default_factory=list)
+    bypasses: list[Bypass] = Field(default_factory=list, description="the latest 50")
+    bypass_count: int = 0
+    alerts: list[AlertItem] = Field(default_factory=list, description="critical first, at most 50")
     alert_counts: dict[str, int] = Field(default_factory=dict, description="by `kind/severity`")
     trend: list[DayPoint] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list, description="sessions whose state file could not be read")
@@ -320,16 +327,17 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
     chosen = in_window(summaries, low, high)
     inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
 
-    counts = SessionCounts(run=len(chosen))
-    for s in chosen:
-        setattr(counts, s["status"], getattr(counts, s["status"]) + 1)
-        counts.started += low <= s["started"] < high
-        counts.finished += s["status"] == "completed" and inside(s["completed"])
-        if s["error_count"] or s["gates"]:
-            counts.with_errors += 1
-            counts.recovered += s["status"] == "completed" or (s["status"] == "in_progress" and not s["open_failures"])
-    counts.completion_rate = _rate(counts.finished, counts.run)
-    counts.error_recovery_rate = _rate(counts.recovered, counts.with_errors)
+    status = Counter(s["status"] for s in chosen)
+    started = sum(1 for s in chosen if low <= s["started"] < high)
+    finished_count = sum(1 for s in chosen if s["status"] == "completed" and inside(s["completed"]))
+    troubled = [s for s in chosen if s["error_count"] or s["gates"]]
+    recovered = sum(1 for s in troubled
+                    if s["status"] == "completed" or (s["status"] == "in_progress" and not s["open_failures"]))
+    counts = SessionCounts(
+        run=len(chosen), started=started, finished=finished_count, in_progress=status["in_progress"],
+        initialized=status["initialized"], failed=status["failed"], abandoned=status["abandoned"],
+        completed=status["completed"], completion_rate=_rate(finished_count, len(chosen)),
+        with_errors=len(troubled), recovered=recovered, error_recovery_rate=_rate(recovered, len(troubled)))
 
     metrics: dict[str, list[float]] = defaultdict(list)
     for s in chosen:
@@ -346,11 +354,9 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
                        target_usd=round(statistics.fmean(budgets), 6) if budgets else None)
     if cost.target_usd and cost.per_session.mean is not None:
         cost.vs_target = round(cost.per_session.mean / cost.target_usd, 4)
-    for s in chosen:
-        if s["budget"]:
-            ratio = s["cost"] / s["budget"]
-            cost.over_budget += ratio >= 1.0
-            cost.near_budget += cost_alert_ratio <= ratio < 1.0
+    ratios = [s["cost"] / s["budget"] for s in chosen if s["budget"]]
+    cost.over_budget = sum(1 for ratio in ratios if ratio >= 1.0)
+    cost.near_budget = sum(1 for ratio in ratios if cost_alert_ratio <= ratio < 1.0)
     by_stage: dict[str, list[float]] = defaultdict(list)
     stage_targets: dict[str, list[float]] = defaultdict(list)
     for s in chosen:
@@ -368,7 +374,7 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
             stage=stage, total_usd=round(spent, 6), mean_usd=round(spent / len(values), 6), sessions=len(values),
             share=round(spent / total, 4) if total else 0.0,
             target_usd=round(statistics.fmean(targets), 6) if targets else None))
-    positions = _stage_positions(chosen)
+    positions = stage_positions(chosen)
     cost.by_stage.sort(key=lambda c: (positions.get(c.stage, 10_000), c.stage))
     cost.unassigned_usd = round(max(0.0, total - staged), 6)
 
@@ -388,23 +394,27 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
     gate_failures = sorted((GateFailures(stage=stage, failures=sum(v), sessions=len(v)) for stage, v in gates.items()),
                            key=lambda g: (-g.failures, g.stage))
 
-    recurring, error_total = _recurring([s for s in chosen], inside)
-    bypasses = sorted((Bypass(session_id=s["id"], stage=stage, reason=reason,
-                              at=datetime.fromtimestamp(at, UTC) if at else None)
-                       for s in chosen for stage, reason, at in s["bypasses"] if at is None or inside(at)),
-                      key=lambda b: (b.at or since, b.session_id))
-    alerts = [AlertItem(session_id=s["id"], kind=kind, severity=severity, message=message)
-              for s in chosen for kind, severity, message in s["alerts"]]
-    alert_counts = dict(sorted(Counter(f"{a.kind}/{a.severity}" for a in alerts).items()))
+    recurring, error_total = _recurring(chosen, inside)
+    bypassed = [(s["id"], stage, reason, at) for s in chosen for stage, reason, at in s["bypasses"]
+                if at is None or inside(at)]
+    bypassed.sort(key=lambda b: (-(b[3] or 0), b[0]))  # the latest first
+    bypasses = [Bypass(session_id=sid, stage=stage, reason=reason, at=datetime.fromtimestamp(at, UTC) if at else None)
+                for sid, stage, reason, at in bypassed[:LIST_LIMIT]]
+    raised = [(s["id"], kind, severity, message) for s in chosen for kind, severity, message in s["alerts"]]
+    alert_counts = dict(sorted(Counter(f"{kind}/{severity}" for _sid, kind, severity, _m in raised).items()))
+    raised.sort(key=lambda a: (a[2] != "critical", a[0]))  # critical first
+    alerts = [AlertItem(session_id=sid, kind=kind, severity=severity, message=message)
+              for sid, kind, severity, message in raised[:LIST_LIMIT]]
 
     return Report(period=period, since=since, until=until, level=level, generated_at=now, sessions=counts,
                   quality=quality, cost=cost, time_to_completion_seconds=time_to_completion,
                   stage_seconds=stage_seconds, gate_failures=gate_failures, recurring_errors=recurring,
-                  errors=error_total, bypasses=bypasses, alerts=alerts, alert_counts=alert_counts,
+                  errors=error_total, bypasses=bypasses, bypass_count=len(bypassed), alerts=alerts,
+                  alert_counts=alert_counts,
                   trend=trend(chosen, since, until, inside), unreadable=unreadable or [])
 
 
-def _stage_positions(summaries: list[Summary]) -> dict[str, int]:
+def stage_positions(summaries: list[Summary]) -> dict[str, int]:
     """Each stage's earliest position in any pipeline, so tables follow pipeline order."""
     positions: dict[str, int] = {}
     for s in summaries:
@@ -418,11 +428,10 @@ def _recurring(summaries: list[Summary], inside: Any) -> tuple[list[ErrorPattern
     groups: dict[str, dict[str, Any]] = {}
     total = 0
     for s in summaries:
-        for stage, message, at in s["errors"]:
+        for stage, message, at, pattern in s["errors"]:
             if not inside(at):
                 continue
             total += 1
-            pattern = error_pattern(message)
             group = groups.setdefault(pattern, {"count": 0, "sessions": set(), "stages": set(), "example": message,
                                                 "last": at})
             group["count"] += 1
@@ -435,32 +444,47 @@ def _recurring(summaries: list[Summary], inside: Any) -> tuple[list[ErrorPattern
                           example=g["example"], last_seen=datetime.fromtimestamp(g["last"], UTC))
              for p, g in groups.items() if g["count"] >= 2]
     found.sort(key=lambda e: (-e.count, -e.sessions, e.pattern))
-    return found, total
+    return found[:LIST_LIMIT], total
 
 
 def trend(summaries: list[Summary], since: datetime, until: datetime, inside: Any) -> list[DayPoint]:
     """One point per local day of the window: sessions started, finished, their cost and budget
     (by start day) and their mean overall quality."""
-    points: dict[str, DayPoint] = {}
+    days: list[str] = []
     day = since.astimezone().date()
     last = (until - timedelta(microseconds=1)).astimezone().date()
-    while day <= last and len(points) < 400:
-        points[day.isoformat()] = DayPoint(day=day.isoformat())
+    while day <= last and len(days) < 400:
+        days.append(day.isoformat())
         day += timedelta(days=1)
+    sums = {d: [0, 0, 0.0, 0.0] for d in days}  # sessions, finished, cost, budget
     quality: dict[str, list[float]] = defaultdict(list)
+    day_of = _day_cache()
     for s in summaries:
-        start = points.get(_day(s["started"]))
+        start = sums.get(day_of(s["started"]))
         if start is not None:
-            start.sessions += 1
-            start.cost_usd = round(start.cost_usd + s["cost"], 6)
-            start.budget_usd = round(start.budget_usd + (s["budget"] or 0.0), 6)
+            start[0] += 1
+            start[2] += s["cost"]
+            start[3] += s["budget"] or 0.0
             if s["overall"] is not None:
-                quality[start.day].append(s["overall"])
+                quality[day_of(s["started"])].append(s["overall"])
         if s["status"] == "completed" and inside(s["completed"]):
-            done = points.get(_day(s["completed"]))
+            done = sums.get(day_of(s["completed"]))
             if done is not None:
-                done.finished += 1
-    for key, values in quality.items():
-        points[key].quality = round(statistics.fmean(values), 4)
-    return list(points.values())
+                done[1] += 1
+    return [DayPoint(day=d, sessions=v[0], finished=v[1], cost_usd=round(v[2], 6), budget_usd=round(v[3], 6),
+                     quality=round(statistics.fmean(quality[d]), 4) if quality.get(d) else None)
+            for d, v in sums.items()]
 
+
+def _day_cache() -> Any:
+    """Epoch seconds -> local day, cached per 15 minutes (UTC offsets are multiples of 15 min)."""
+    cache: dict[int, str] = {}
+
+    def day_of(epoch: float) -> str:
+        slot = int(epoch // 900)
+        found = cache.get(slot)
+        if found is None:
+            found = cache[slot] = _day(slot * 900)
+        return found
+
+    return day_of

@@ -199,6 +199,7 @@ class Service:
             state = SessionState(
                 session_id=session_id, level=level.name, episode_number=req.number, started_at=now,
                 last_updated=now, stages={s.name: StageState() for s in stages}, budget=Budget(usd=budget),
+                claude_sessions=[req.claude_session] if req.claude_session else [],
             )
             pipeline.refresh_progress(state)
             carried = gathered.carry_into(state)
@@ -523,6 +524,8 @@ class Service:
             owners = {claude: s["id"] for s in summaries for claude in s["claude_sessions"]}
         rows, totals, warnings = usage.summarize(ledger.buckets, req.period, req.since, req.until,
                                                  costs.price_table(self.config.prices), owners)
+        if not dirs:
+            warnings.append(usage.NO_TRANSCRIPTS)
         return usage.UsageReport(period=req.period, since=req.since, until=req.until, rows=rows, totals=totals,
                                  warnings=warnings, sources=[str(d) for d in dirs], imported=stats)
 
@@ -533,11 +536,13 @@ class Service:
         from session_manager import costs, usage
 
         session_id = self.resolve_id(req.session_id)
-        ledger, stats, _dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
+        ledger, stats, dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
         entries = usage.load_entries(folder, ledger)
         with self._transaction(session_id) as tx:
             result = usage.attach(tx, entries, usage.project_key(self.root), costs.price_table(self.config.prices),
                                   stats)
+            if not dirs:
+                result.warnings.append(usage.NO_TRANSCRIPTS)
             self._finish(tx)
         self._after_change(session_id, "usage attached")
         result.total_cost, result.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)

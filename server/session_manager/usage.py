@@ -645,6 +645,8 @@ def update(store: Any, lock_timeout: float) -> tuple[Ledger, ImportStats, list[P
 
 
 ATTACHED_FILE = "claude_usage.json"
+NO_TRANSCRIPTS = ("no Claude Code transcripts found: looked in CLAUDE_CONFIG_DIR, else ~/.claude and"
+                  " ~/.config/claude, for a projects/ folder")
 
 
 def attach(tx: Any, entries: dict[str, Entry], project: str, table: Any, stats: ImportStats) -> UsageAttachResult:

@@ -1,0 +1,149 @@
+"""Transcript import speed beside ccusage, on the same corpus, in one run.
+
+    .venv/bin/python bench/bench_usage.py [--lines 400000] [--runs 3] [--corpus DIR]
+
+Generates (or reuses) a Claude Code transcript corpus (see bench/transcripts.py), installs
+ccusage into bench/node_modules when it is missing (npm, pinned to a release that ships the
+Linux binary), then alternates runs of:
+
+* `ccusage claude daily --json --offline` with CLAUDE_CONFIG_DIR pointing at the corpus;
+* `session-manager usage daily --json` in a fresh project (nothing imported yet), and again in
+  the same project (nothing new: it should read almost nothing).
+
+Both are timed as whole processes. It prints the medians, the ratios, the bytes the re-run
+read, and compares the token totals per day with ccusage's and with the corpus's truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CCUSAGE_VERSION = "20.0.24"  # newer 20.x releases may lack the Linux binary package
+CCUSAGE = HERE / "node_modules" / ".bin" / "ccusage"
+sys.path.insert(0, str(HERE))
+
+from transcripts import make_corpus  # noqa: E402
+
+
+def ensure_ccusage() -> Path | None:
+    if not CCUSAGE.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            print("npm not found: ccusage is skipped")
+            return None
+        print(f"installing ccusage@{CCUSAGE_VERSION} into {HERE / 'node_modules'} ...")
+        subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(HERE),
+                        f"ccusage@{CCUSAGE_VERSION}"], check=True, capture_output=True)
+    probe = subprocess.run([str(CCUSAGE), "--version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        print(f"ccusage does not run here: {probe.stderr.strip()[:200]}")
+        return None
+    return CCUSAGE
+
+
+def corpus(folder: Path | None, lines: int) -> tuple[Path, dict]:
+    base = folder or Path(tempfile.gettempdir()) / f"session-manager-corpus-{lines}"
+    marker = base / "truth.json"
+    if marker.exists():
+        return base, json.loads(marker.read_text())
+    shutil.rmtree(base, ignore_errors=True)
+    started = time.perf_counter()
+    truth = make_corpus(base, lines)
+    days = {day: tokens for day, tokens in sorted(truth.by_day().items())}
+    data = {"lines": truth.lines, "bytes": truth.bytes, "responses": len(truth.responses), "by_day": days}
+    marker.write_text(json.dumps(data))
+    print(f"generated {truth.lines:,} lines ({truth.bytes / 1e6:,.0f} MB) in {time.perf_counter() - started:.0f} s"
+          f" under {base}")
+    return base, data
+
+
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    proc = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {proc.stderr.strip()[:500]}")
+    return elapsed, proc.stdout
+
+
+def tokens_ours(row: dict) -> list[int]:
+    return [row["input_tokens"], row["output_tokens"], row["cache_write_tokens"], row["cache_read_tokens"]]
+
+
+def tokens_ccusage(row: dict) -> list[int]:
+    return [row["inputTokens"], row["outputTokens"], row["cacheCreationTokens"], row["cacheReadTokens"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=400_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--corpus", type=Path, help="where to build (or reuse) the corpus")
+    args = parser.parse_args()
+
+    base, truth = corpus(args.corpus, args.lines)
+    ccusage = ensure_ccusage()
+    env = {**os.environ, "TZ": "UTC", "CLAUDE_CONFIG_DIR": str(base)}
+    ours_cmd = [sys.executable, "-m", "session_manager", "usage", "daily", "--json"]
+    results: dict[str, list[float]] = {"ccusage": [], "first": [], "again": []}
+    again_bytes, inside, ours_out, cc_out = [], {"first": [], "again": []}, "", ""
+    for _ in range(args.runs):
+        if ccusage:
+            seconds, cc_out = timed([str(ccusage), "claude", "daily", "--json", "--offline"], env, HERE)
+            results["ccusage"].append(seconds)
+        project = Path(tempfile.mkdtemp(prefix="bench-usage-"))
+        (project / ".claude").mkdir()
+        seconds, ours_out = timed(ours_cmd, {**env, "CLAUDE_PROJECT_DIR": str(project)}, project)
+        results["first"].append(seconds)
+        inside["first"].append(json.loads(ours_out)["imported"]["seconds"])
+        seconds, again = timed(ours_cmd, {**env, "CLAUDE_PROJECT_DIR": str(project)}, project)
+        results["again"].append(seconds)
+        again_bytes.append(json.loads(again)["imported"]["bytes_read"])
+        inside["again"].append(json.loads(again)["imported"]["seconds"])
+        shutil.rmtree(project, ignore_errors=True)
+
+    ours = json.loads(ours_out)
+    median = {name: statistics.median(values) for name, values in results.items() if values}
+    print(f"\ncorpus: {truth['lines']:,} lines, {truth['bytes'] / 1e6:,.0f} MB, {truth['responses']:,} responses;"
+          f" median of {args.runs} runs, whole processes")
+    print(f"  session-manager usage daily (first import)   {median['first']:6.2f} s   "
+          f"read {ours['imported']['bytes_read'] / 1e6:,.0f} MB, parsed {ours['imported']['lines_parsed']:,} lines")
+    print(f"  session-manager usage daily (nothing new)    {median['again']:6.2f} s   "
+          f"read {max(again_bytes)} bytes   ({median['again'] / median['first']:.2f} of the first import)")
+    first_in, again_in = statistics.median(inside["first"]), statistics.median(inside["again"])
+    print(f"  the import alone (in-process, without Python start-up): first {first_in:.3f} s, nothing new"
+          f" {again_in:.3f} s ({again_in / first_in:.3f} of the first)")
+    if "ccusage" in median:
+        print(f"  ccusage {CCUSAGE_VERSION} claude daily --offline          {median['ccusage']:6.2f} s")
+        print(f"  ratio first import / ccusage: {median['first'] / median['ccusage']:.2f}"
+              f"  (<= 1.00 means no slower than ccusage)")
+
+    ours_days = {row["period"]: tokens_ours(row) for row in ours["rows"]}
+    truth_days = {day: tokens for day, tokens in truth["by_day"].items()}
+    print(f"\ntotals per day equal the corpus's truth: {ours_days == truth_days}"
+          f"  (total {tokens_ours(ours['totals'])})")
+    if cc_out:
+        cc = json.loads(cc_out)
+        cc_days = {row["date"]: tokens_ccusage(row) for row in cc["daily"]}
+        print(f"totals per day equal ccusage's:          {ours_days == cc_days}"
+              f"  (ccusage total {tokens_ccusage(cc['totals'])})")
+        print(f"cost: ours ${ours['totals']['cost_usd']:,.2f}, ccusage ${cc['totals']['totalCost']:,.2f}"
+              " (price tables differ slightly: ccusage uses LiteLLM's, with 1h cache writes and long context)")
+        if ours_days != cc_days:
+            for day in sorted(set(ours_days) | set(cc_days)):
+                if ours_days.get(day) != cc_days.get(day):
+                    print(f"  {day}: ours {ours_days.get(day)} ccusage {cc_days.get(day)}")
+
+
+if __name__ == "__main__":
+    main()
