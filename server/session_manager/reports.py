@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
-from session_manager.model import SessionState, StageStatus, Timestamp
+from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
 from session_manager.store import STATE_FILE, Store, atomic_write
 
 try:
@@ -53,40 +53,76 @@ CACHE_FILE = "report-cache.json"
 CACHE_VERSION = 2  # bump when the summary's shape changes: older caches are ignored
 ERROR_TEXT_LIMIT = 300
 LIST_LIMIT = 50  # bypasses, alerts and error patterns listed in a report (counts cover them all)
-FAILED_STAGE = (StageStatus.failed, StageStatus.retrying, StageStatus.escalated)
+FAILED_STAGE = frozenset({"failed", "retrying", "escalated"})
+SESSION_STATUSES = frozenset(str(status) for status in SessionStatus)
 Summary = dict[str, Any]
 
 
 # -- per-session summaries and their cache -------------------------------------------------------
-def _ts(value: datetime | None) -> float | None:
-    return value.timestamp() if value is not None else None
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def summarize(state: SessionState, topic: str | None) -> Summary:
-    """The compact facts a report needs from one session (JSON-ready)."""
-    stages = state.stages
-    current = stages.get(state.current_stage) if state.current_stage else None
+def _num(value: Any) -> float:
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return value
+
+
+def summarize(data: dict[str, Any], topic: str | None) -> Summary:
+    """The compact facts a report needs from one session (JSON-ready), taken from the JSON of
+    its `pipeline_status.json`. It reads the JSON directly rather than through the pydantic model:
+    a cold report over 10,000 sessions spends most of its time here, and validating every field
+    costs four times as much. Anything not shaped as written by this tool raises
+    KeyError/TypeError/ValueError, and the caller then asks the model to name the problem."""
+    stages: dict[str, dict[str, Any]] = data["stages"]
+    costs = data["cost_tracking"]
+    if data["status"] not in SESSION_STATUSES or data["level"] not in LEVELS:
+        raise ValueError("unknown status or level")
+    current = data.get("current_stage")
+    current_state = stages.get(current) if current else None
+    errors = []
+    for error in data.get("errors", []):
+        text = error["error"][:ERROR_TEXT_LIMIT]
+        errors.append([error.get("stage"), text, _ts(error["at"]), error_pattern(text)])
     return {
-        "id": state.session_id, "level": state.level, "status": str(state.status), "episode": state.episode_number,
-        "topic": topic, "started": _ts(state.started_at), "updated": _ts(state.last_updated),
-        "completed": _ts(state.completed_at), "ended": _ts(state.ended_at),
-        "budget": state.budget.usd, "cost": state.cost_tracking.total_cost,
-        "by_stage": dict(state.cost_tracking.cost_by_stage), "tokens": state.cost_tracking.tokens_used,
-        "stages": list(stages), "quality": dict(state.quality_metrics), "overall": state.quality_overall,
-        "errors": [[e.stage, e.error[:ERROR_TEXT_LIMIT], _ts(e.at), error_pattern(e.error[:ERROR_TEXT_LIMIT])]
-                   for e in state.errors],
-        "error_count": state.error_count, "recovery_count": state.recovery_count,
-        "gates": {name: s.gate_failures for name, s in stages.items() if s.gate_failures},
-        "bypasses": [[name, s.override_reason, _ts(s.completed_at)] for name, s in stages.items()
-                     if s.status == StageStatus.bypassed],
-        "durations": {name: s.execution_seconds for name, s in stages.items()
-                      if s.status == StageStatus.completed and s.execution_seconds is not None},
-        "open_failures": sum(1 for s in stages.values() if s.status in FAILED_STAGE),
-        "current": state.current_stage, "current_status": str(current.status) if current else None,
-        "progress": state.progress.percent,
-        "alerts": [[a.kind, a.severity, a.message] for a in state.alerts],
-        "claude_sessions": list(state.claude_sessions),
+        "id": data["session_id"], "level": data["level"], "status": data["status"],
+        "episode": data.get("episode_number"), "topic": topic, "started": _ts(data["started_at"]),
+        "updated": _ts(data["last_updated"]), "completed": _ts(data.get("completed_at")),
+        "ended": _ts(data.get("ended_at")), "budget": data.get("budget", {}).get("usd"),
+        "cost": _num(costs.get("total_cost", 0.0)),
+        "by_stage": {name: _num(usd) for name, usd in costs.get("cost_by_stage", {}).items()},
+        "tokens": costs.get("tokens_used", 0), "stages": list(stages),
+        "quality": {metric: _num(value) for metric, value in data.get("quality_metrics", {}).items()},
+        "overall": data.get("quality_overall"), "errors": errors,
+        "error_count": data.get("error_count", 0), "recovery_count": data.get("recovery_count", 0),
+        "gates": {name: s["gate_failures"] for name, s in stages.items() if s.get("gate_failures")},
+        "bypasses": [[name, s.get("override_reason"), _ts(s.get("completed_at"))] for name, s in stages.items()
+                     if s.get("status") == "bypassed"],
+        "durations": {name: _num(s["execution_seconds"]) for name, s in stages.items()
+                      if s.get("status") == "completed" and s.get("execution_seconds") is not None},
+        "open_failures": sum(1 for s in stages.values() if s.get("status") in FAILED_STAGE),
+        "current": current, "current_status": current_state.get("status") if current_state else None,
+        "progress": data.get("progress", {}).get("percent", 0.0),
+        "alerts": [[a["kind"], a["severity"], a["message"]] for a in data.get("alerts", [])],
+        "claude_sessions": list(data.get("claude_sessions", [])),
     }
+
+
+def _read_summary(store: Store, session_id: str, path: str, folder: str) -> Summary:
+    """The summary of one session's state file; CorruptState (naming the problem) if it is damaged."""
+    try:
+        with open(path, "rb") as handle:
+            data = _loads(handle.read())
+        if data.get("schema_version") == SCHEMA_VERSION:
+            return summarize(data, _topic(Path(folder)))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    state = store.read_state(session_id)  # migrates an older schema, or raises naming what is wrong
+    return summarize(state.model_dump(mode="json"), _topic(Path(folder)))
 
 
 def _topic(folder: Path) -> str | None:
@@ -129,11 +165,10 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
             summary = hit[1]
         else:
             try:
-                state = store.read_state(session_id)
+                summary = _read_summary(store, session_id, os.path.join(folder, STATE_FILE), folder)
             except SessionError:
                 unreadable.append(session_id)
                 continue
-            summary = summarize(state, _topic(Path(folder)))
             changed = True
         fresh[session_id] = [key, summary]
         summaries.append(summary)
