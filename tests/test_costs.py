@@ -166,3 +166,46 @@ def test_cost_for_an_unknown_stage_names_the_stages(service: Service, episode: s
 def test_cost_with_nothing_to_record_is_refused(service: Service, episode: str) -> None:
     with pytest.raises(InvalidInput, match="nothing to record"):
         service.record_cost(session_id=episode, model="claude-sonnet-4-5")
+
+
+# -- bad input, property-based: a clear SessionError (nothing written) or a success, never a crash ----------
+MY_OPERATIONS = {
+    "record_cost": ["session_id", "stage", "model", "input_tokens", "output_tokens", "cache_write_tokens",
+                    "cache_read_tokens", "calls", "usd"],
+    "usage": ["period", "since", "until"],
+    "usage_attach": ["session_id"],
+    "report": ["period", "since", "until", "level"],
+    "dashboard": ["days", "level"],
+}
+
+
+@pytest.mark.parametrize("operation", sorted(MY_OPERATIONS))
+def test_bad_input_to_cost_usage_report_and_dashboard_is_refused_cleanly(project: Path, operation: str) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from session_manager.errors import SessionError
+
+    service = Service(project, actor="test")
+    session_id = service.start(level="prod", number=1).state.session_id
+    text = st.one_of(st.sampled_from(["../", "/etc/passwd", "a\x00b", "x" * 5000, "", " ", "-rf", "NaN", "week",
+                                      "daily", "prod", "01_deep_research", "2026-11-01", "claude-sonnet-4-5",
+                                      "dev_20261121_0930/../../x", "{{ 7*7 }}"]), st.text(max_size=30))
+    number = st.sampled_from([float("nan"), float("inf"), -1, -0.5, 0, 3, 1.5, 10**20, 2**63, True])
+    nasty = st.one_of(st.none(), text, number, st.lists(text, max_size=3),
+                      st.dictionaries(text, st.one_of(text, number), max_size=3))
+    fields = MY_OPERATIONS[operation]
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.fixed_dictionaries({}, optional={f: nasty for f in fields}), st.booleans())
+    def check(kwargs: dict, real_id: bool) -> None:
+        if "session_id" in fields and real_id:
+            kwargs["session_id"] = session_id
+        before = tree_snapshot(project / ".claude")
+        try:
+            getattr(service, operation)(**kwargs)
+        except SessionError as exc:
+            assert str(exc) and "\n" not in str(exc).strip() and "Traceback" not in str(exc)
+            assert tree_snapshot(project / ".claude") == before, f"{operation}({kwargs!r}) wrote despite refusing"
+
+    check()

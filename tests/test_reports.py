@@ -187,6 +187,15 @@ def test_terminal_report_has_aligned_tables_and_sparklines(built) -> None:
     assert "elevenlabs timeout after <n>s on <path>" in out
 
 
+def test_a_hand_edited_number_in_text_is_still_read(built, tmp_path: Path) -> None:
+    source, ids = built
+    root = tmp_path / "copy"
+    shutil.copytree(source, root, symlinks=True)
+    state = root / ".claude/level-2-production/sessions" / ids["A"] / "pipeline_status.json"
+    state.write_text(state.read_text().replace('"total_cost": 3.0,', '"total_cost": "3.5",'))
+    assert Service(root, actor="test", clock=lambda: NOW).report(period="week").cost.total_usd == pytest.approx(9.5)
+
+
 def test_report_cache_is_used_and_never_believed_when_stale(built, tmp_path: Path) -> None:
     source, ids = built
     root = tmp_path / "copy"
@@ -204,12 +213,13 @@ def test_report_cache_is_used_and_never_believed_when_stale(built, tmp_path: Pat
     assert service.report(period="week").cost.total_usd == pytest.approx(9.25)
 
 
-def test_a_damaged_session_is_named_not_fatal(built, tmp_path: Path) -> None:
+@pytest.mark.parametrize("damage", ["{ not json", '{"schema_version": 1, "status": "completed"}', "[]"])
+def test_a_damaged_session_is_named_not_fatal(built, tmp_path: Path, damage: str) -> None:
     source, ids = built
     root = tmp_path / "copy"
     shutil.copytree(source, root, symlinks=True)
     state = root / ".claude/level-2-production/sessions" / ids["C"] / "pipeline_status.json"
-    state.write_text("{ not json")
+    state.write_text(damage)
     report = Service(root, actor="test", clock=lambda: NOW).report(period="week")
     assert report.unreadable == [ids["C"]] and report.sessions.run == 4
     result = run_cli(root, "report", *WINDOW, env=UTC_ENV)

@@ -220,6 +220,19 @@ def test_generated_corpus_totals_match_its_truth(service: Service, tmp_path: Pat
     assert service.usage().imported.bytes_read == 0
 
 
+def test_scanning_in_worker_processes_gives_the_same_totals(service: Service, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from session_manager import usage
+
+    truth = make_corpus(tmp_path / "generated", 3000, seed=5, days=3)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "generated"))
+    monkeypatch.setattr(usage, "PARALLEL_BYTES", 0)  # a big import is split across processes
+    monkeypatch.setattr(usage.os, "cpu_count", lambda: 2)
+    assert usage._fork_is_safe()
+    result = service.usage()
+    assert by_day_model([r.model_dump() for r in result.rows]) == truth.by_day_model()
+
+
 def test_lost_entries_are_counted_again_not_twice(service: Service, project: Path, corpus) -> None:
     service.usage()
     (project / ".claude/.session-manager" / ENTRIES_FILE).unlink()
