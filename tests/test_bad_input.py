@@ -46,6 +46,17 @@ OPERATIONS = {
     "record_failure": ["session_id", "stage", "error", "retryable"],
     "resume": ["session_id", "from_stage"],
     "bypass": ["session_id", "stage", "reason"],
+    "skip": ["session_id", "stage", "reason"],
+    "record_cost": ["session_id", "stage", "model", "input_tokens", "output_tokens", "cache_write_tokens",
+                    "cache_read_tokens", "calls", "usd"],
+    "report": ["period", "since", "until", "level"],
+    "usage": ["period", "since", "until"],
+    "dashboard": ["days", "level"],
+    "backup_now": ["reason"],
+    "backup_history": ["session_id"],
+    "backup_restore": ["session_id", "at"],
+    "render": ["session_id", "name"],
+    "template_show": ["name", "level"],
 }
 
 

@@ -262,3 +262,11 @@ def test_window_figures_do_not_move_with_the_time_zone(built) -> None:
     assert result.code == 0, result
     data = result.json()
     assert data["sessions"]["run"] == 5 and data["cost"]["total_usd"] == pytest.approx(9.0)
+
+
+def test_report_counts_a_session_started_this_second(project) -> None:
+    from session_manager.service import Service
+
+    service = Service(project, actor="test")
+    service.start(level="dev")
+    assert service.report(period="today").sessions.started == 1

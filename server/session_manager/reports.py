@@ -331,7 +331,9 @@ class Report(BaseModel):
 def window(period: str, since: datetime | None, until: datetime | None, now: datetime) -> tuple[datetime, datetime]:
     """`today` starts at local midnight; `week` and `month` are the last 7 and 30 days.
     An explicit since/until wins."""
-    end = until or now
+    # times are stored to the second: without an explicit end, the window runs through the
+    # current second, so a session started a moment ago is counted
+    end = until or now.replace(microsecond=0) + timedelta(seconds=1)
     if since is not None:
         return since, end
     if period == "today":
