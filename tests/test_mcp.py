@@ -368,6 +368,24 @@ async def test_lifespan_runs_the_backup_loop_and_stops_it(project: Path, service
     assert git(project, "diff", "--cached", "--name-only") == ""  # the user's index is untouched
 
 
+async def test_trigger_backups_run_in_the_loop_thread_not_the_tool_call(project: Path) -> None:
+    """A stage completion asks for a backup at once; the server hands it to its backup thread,
+    so the tool answers without waiting for git, and the commit follows within moments."""
+    (project / ".claude").mkdir(exist_ok=True)
+    (project / ".claude/session-manager.toml").write_text("[backup]\ninterval_seconds = 3600\ncoalesce_seconds = 0\n")
+    async with Client(build_server(project)) as client:
+        started = await client.call_tool("session_start", {"level": "coded"})
+        session_id = started.structured_content["session_id"]
+        await client.call_tool("stage_start", {"session_id": session_id})
+        await client.call_tool("stage_complete", {"session_id": session_id, "stage": "implement"})
+        for _ in range(300):
+            if "stage complete" in git(project, "log", "--format=%s", "session-backups"):
+                break
+            await _sleep(0.05)
+    subjects = git(project, "log", "--format=%s", "session-backups")
+    assert "stage complete" in subjects and "session start" in subjects
+
+
 async def _sleep(seconds: float) -> None:
     import anyio
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
@@ -370,7 +371,7 @@ class Trail:
                 raise BackupError(f"git add failed: {_last_line(proc.stderr)}")
             specs.remove(unmatched[1])  # e.g. an empty sessions folder: nothing to take from it
         tree = repo.out("write-tree")
-        atomic_write(repo.index_tree, tree + "\n")
+        atomic_write(repo.index_tree, tree + "\n", durable=False)  # a cache of the private index
         return tree
 
     def _seed_index(self, repo: Repo, tip: Tip | None) -> None:
@@ -684,6 +685,7 @@ def run_loop(
     stop: threading.Event | None = None,
     on_commit: Callable[[BackupResult], None] | None = None,
     on_error: Callable[[SessionError], None] | None = None,
+    requests: queue.Queue[str] | None = None,
 ) -> None:
     """Back up the project at `root` now, then every `interval` seconds, until `stop` is set.
 
@@ -695,6 +697,9 @@ def run_loop(
 
     `interval` None means `backup.interval_seconds` from `.claude/session-manager.toml` (re-read
     every round, like `backup.enabled`: a disabled config makes the rounds do nothing).
+    `requests`: a queue of trigger reasons ("stage complete", "session end", ...) that a
+    long-running process hands over instead of backing up on its request path; each is backed
+    up promptly, between the interval rounds (a burst is coalesced by `Trail.backup`).
     `on_commit(result)` is called for each backup that made a commit. A failure never ends the
     loop: it goes to `on_error(error)` (default: one line on stderr) and the next round tries
     again. With `backup.push = true` and `backup.remote` set, each commit is pushed.
@@ -703,22 +708,26 @@ def run_loop(
         raise InvalidInput(f"interval must be between 0 and 86400 seconds, got {interval:g}")
     stop = stop or threading.Event()
     report = on_error or (lambda error: print(f"session-manager backup: {error}", file=sys.stderr, flush=True))
-    wait = 0.0  # the first round runs at once
+    next_round = time.monotonic()  # the first round runs at once
     unpushed = False
-    while not stop.wait(wait):
-        wait = interval or BackupConfig().interval_seconds
+    while not stop.is_set():
+        reason = _next_reason(stop, requests, next_round)
+        if reason is None:
+            continue
         try:
             config = load_config(root / ".claude")
-            wait = interval or config.backup.interval_seconds
+            if reason == "interval":
+                next_round = time.monotonic() + (interval or config.backup.interval_seconds)
             if not config.backup.enabled:
                 continue
             trail = Trail(root, config.backup, config.lock_timeout_seconds)
-            result = trail.backup("interval")
+            result = trail.backup(reason)
             if result.committed:
                 unpushed = True
                 if on_commit:
                     on_commit(result)
-                trail.tidy()
+                if reason == "interval":
+                    trail.tidy()
             if unpushed and config.backup.push and config.backup.remote:
                 trail.push(None)
                 unpushed = False
@@ -726,3 +735,16 @@ def run_loop(
             report(exc)
         except Exception as exc:  # a bug must not end the autosave of a long-running server
             report(BackupError(f"unexpected {type(exc).__name__}: {exc}"))
+        if reason == "interval" and next_round <= time.monotonic():
+            next_round = time.monotonic() + (interval or BackupConfig().interval_seconds)
+
+
+def _next_reason(stop: threading.Event, requests: queue.Queue[str] | None, next_round: float) -> str | None:
+    """Wait for a requested backup or the next interval round; None: nothing due yet (or stopping)."""
+    left = max(0.0, next_round - time.monotonic())
+    if requests is None:
+        return None if stop.wait(left) else "interval"
+    try:
+        return requests.get(timeout=min(left, 0.25)) if left else requests.get_nowait()
+    except queue.Empty:
+        return "interval" if time.monotonic() >= next_round and not stop.is_set() else None

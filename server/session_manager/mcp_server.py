@@ -12,6 +12,7 @@ prints; anything else is our fault and is logged by the SDK.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -253,9 +254,15 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
     """The server for the project at `root` (found like git finds .git when not given).
     `backups=False` leaves out the background backup loop (tests of the tools alone)."""
     project = (root or find_root()).resolve()
+    # backups asked for by triggers (stage complete, session end...) go to the loop's thread,
+    # so a tool call never waits for git; without the loop they run inline
+    backup_requests: queue.Queue[str] | None = queue.Queue() if backups else None
 
     def service() -> Service:
-        return Service(project, actor="mcp")
+        svc = Service(project, actor="mcp")
+        if backup_requests is not None:
+            svc.defer_backup = backup_requests.put
+        return svc
 
     # -- tools ------------------------------------------------------------------------
     def session_start(
@@ -388,7 +395,7 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
         stop = threading.Event()
-        thread = _start_backup_loop(project, stop) if backups else None
+        thread = _start_backup_loop(project, stop, backup_requests) if backup_requests is not None else None
         try:
             yield {"root": project}
         finally:
@@ -421,12 +428,13 @@ def _tool(fn: Callable[..., Any], description: str, annotations: ToolAnnotations
     return tool
 
 
-def _start_backup_loop(project: Path, stop: threading.Event) -> threading.Thread:
-    """The periodic backup (backup.interval_seconds, 5 minutes by default) runs in its own thread:
-    git work never blocks the event loop. Failures go to stderr (the MCP log) and never end it."""
+def _start_backup_loop(project: Path, stop: threading.Event, requests: queue.Queue[str]) -> threading.Thread:
+    """The periodic backup (backup.interval_seconds, 5 minutes by default) and the backups that
+    tools ask for run in their own thread: git work never blocks the event loop or a tool call.
+    Failures go to stderr (the MCP log) and never end it."""
     from session_manager import backup
 
-    thread = threading.Thread(target=backup.run_loop, args=(project,), kwargs={"stop": stop},
+    thread = threading.Thread(target=backup.run_loop, args=(project,), kwargs={"stop": stop, "requests": requests},
                               name=BACKUP_THREAD, daemon=True)
     thread.start()
     return thread

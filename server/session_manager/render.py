@@ -290,7 +290,8 @@ def _write_if_changed(path: Path, text: str) -> None:
             return
     except (OSError, UnicodeDecodeError):
         pass
-    atomic_write(path, text)
+    # atomic, but not fsynced: rendered markdown is derived from the state and re-rendered from it
+    atomic_write(path, text, durable=False)
 
 
 def templates_for(trigger: str, level: str, finished: bool = False) -> tuple[str, ...]:

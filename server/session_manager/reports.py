@@ -179,7 +179,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
     if changed or len(fresh) != len(cached):
         try:
             private.mkdir(parents=True, exist_ok=True)
-            atomic_write(cache_path, _dumps({"version": CACHE_VERSION, "sessions": fresh}))
+            atomic_write(cache_path, _dumps({"version": CACHE_VERSION, "sessions": fresh}), durable=False)
         except OSError:
             pass  # a read-only project still gets its report, just without the cache
     return summaries, unreadable

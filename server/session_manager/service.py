@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -63,35 +63,52 @@ from session_manager.requests import (
     UsageAttachRequest,
     UsageRequest,
 )
-from session_manager.render import RenderRequest, RenderResult, TemplateList, TemplateShowRequest
-from session_manager.backup import (
-    BackupHistory, BackupHistoryRequest, BackupNowRequest, BackupPushRequest, BackupRestoreRequest, BackupResult,
-    PushResult, RestoreResult,
-)
 from session_manager.results import SessionDetail, SessionList, SessionSummary, StageResult
 from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
+
+if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off the hot path
+    from session_manager.backup import (
+        BackupHistory,
+        BackupHistoryRequest,
+        BackupNowRequest,
+        BackupPushRequest,
+        BackupRestoreRequest,
+        BackupResult,
+        PushResult,
+        RestoreResult,
+    )
+    from session_manager.render import RenderRequest, RenderResult, TemplateList, TemplateShowRequest
 
 R = TypeVar("R", bound=BaseModel)
 DURATIONS_FILE = "durations.json"
 DURATION_SAMPLES = 50
 
 
-def operation(request: type[R]) -> Callable[[Callable[[Service, R], Any]], Callable[..., Any]]:
-    """Validate keyword arguments into `request` before the operation runs."""
+def operation(request: type[R] | str) -> Callable[[Callable[[Service, R], Any]], Callable[..., Any]]:
+    """Validate keyword arguments into `request` before the operation runs. `request` may be
+    "module:Class" so a heavy module (git, jinja) is imported only when its operation runs."""
 
     def wrap(fn: Callable[[Service, R], Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def run(self: Service, **kwargs: Any) -> Any:
+            model = _request_model(request) if isinstance(request, str) else request
             try:
-                req = request.model_validate(kwargs)
+                req = model.model_validate(kwargs)
             except ValidationError as exc:
                 raise InvalidInput(describe_validation_error(exc)) from None
             return fn(self, req)
 
-        run.request_model = request  # type: ignore[attr-defined]
         return run
 
     return wrap
+
+
+@functools.cache
+def _request_model(path: str) -> type[BaseModel]:
+    import importlib
+
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(f"session_manager.{module}"), name)
 
 
 class Service:
@@ -107,6 +124,8 @@ class Service:
         self.clock = clock
         self._config: Config | None = None
         self.store = Store(self.root)
+        # set by a long-running process (the MCP server) that takes trigger backups in its own thread
+        self.defer_backup: Callable[[str], None] | None = None
 
     @property
     def config(self) -> Config:
@@ -154,7 +173,7 @@ class Service:
             samples = data.setdefault(f"{level}/{stage}", [])
             samples.append(round(seconds, 1))
             del samples[:-DURATION_SAMPLES]
-            atomic_write(folder / DURATIONS_FILE, json.dumps(data, indent=1) + "\n")
+            atomic_write(folder / DURATIONS_FILE, json.dumps(data, indent=1) + "\n", durable=False)
 
     def _finish(self, tx: Transaction) -> None:
         pipeline.evaluate_alerts(tx, self.config, self._durations())
@@ -410,7 +429,7 @@ class Service:
         return True
 
     # -- templates --------------------------------------------------------------------
-    @operation(RenderRequest)
+    @operation("render:RenderRequest")
     def render(self, req: RenderRequest) -> RenderResult:
         """Re-render a session's markdown (one template, or all that apply: review.md and
         completed.md once it has ended) and make sure an ended session's memory is recorded."""
@@ -431,7 +450,7 @@ class Service:
             done = f"; written: {', '.join(written)}" if written else ""
             raise TemplateError(f"{failures[0]}{done}")
         folder = self.store.session_dir(session_id).relative_to(self.root)
-        return RenderResult(session_id=session_id, folder=str(folder), files=written, memory=added)
+        return render.RenderResult(session_id=session_id, folder=str(folder), files=written, memory=added)
 
     def templates_list(self) -> TemplateList:
         """Every template and the file used for it per level: the project's override or the shipped one."""
@@ -439,7 +458,7 @@ class Service:
 
         return render.list_templates(self.root)
 
-    @operation(TemplateShowRequest)
+    @operation("render:TemplateShowRequest")
     def template_show(self, req: TemplateShowRequest) -> str:
         """The text of the template used for NAME (at a level), to copy into .claude/templates/ and edit."""
         from session_manager import render
@@ -460,33 +479,38 @@ class Service:
 
         if trigger not in backup.IMMEDIATE or not self.config.backup.enabled:
             return
+        if self.defer_backup is not None:  # a long-running server backs up off the request path
+            self.defer_backup(trigger)
+            return
         try:
             self._trail().backup(trigger)
         except BackupError as exc:
             logging.getLogger("session_manager").warning("backup failed: %s", exc)
             self.store.append_event(session_id, self.actor, "backup_failed", trigger=trigger, error=str(exc))
 
-    @operation(BackupNowRequest)
+    @operation("backup:BackupNowRequest")
     def backup_now(self, req: BackupNowRequest) -> BackupResult:
         """Commit the session files to the backup branch now (no commit when nothing changed).
         Only a "manual" backup runs when backup.enabled is false."""
+        from session_manager.backup import BackupResult
+
         if req.reason != "manual" and not self.config.backup.enabled:
             return BackupResult(committed=False, reason=req.reason, branch=self.config.backup.branch,
                                 skipped="backups are disabled (backup.enabled = false)")
         return self._trail().backup(req.reason)
 
-    @operation(BackupHistoryRequest)
+    @operation("backup:BackupHistoryRequest")
     def backup_history(self, req: BackupHistoryRequest) -> BackupHistory:
         """The backups that changed a session, newest first (the session folder need not exist)."""
         return self._trail().history(req.session_id or self.resolve_id(None))
 
-    @operation(BackupRestoreRequest)
+    @operation("backup:BackupRestoreRequest")
     def backup_restore(self, req: BackupRestoreRequest) -> RestoreResult:
         """Bring a session's files back as they were at backup `at` (default: the newest backup
         with a readable state), after backing up the present state so the restore can be undone."""
         return self._trail().restore(req.session_id or self.resolve_id(None), req.at, self.actor)
 
-    @operation(BackupPushRequest)
+    @operation("backup:BackupPushRequest")
     def backup_push(self, req: BackupPushRequest) -> PushResult:
         """Push the backup branch to `remote` (default: backup.remote from the config)."""
         return self._trail().push(req.remote)

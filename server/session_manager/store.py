@@ -48,21 +48,27 @@ def find_root(cwd: Path | None = None) -> Path:
     return start
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write `data` to `path` so a reader sees the old or the new file, never a torn one."""
+def atomic_write(path: Path, data: str | bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
+    """Write `data` to `path` so a reader sees the old or the new file, never a torn one.
+
+    The rename alone gives that against a killed process; `durable` adds the fsyncs that give
+    it against a power cut too. Caches we can rebuild pass `durable=False`; a caller writing
+    several files into one folder passes `sync_dir=False` and syncs the folder once at the end."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable and sync_dir:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -138,11 +144,15 @@ class Transaction:
             destination = self.folder / target
             destination.parent.mkdir(parents=True, exist_ok=True)
             os.replace(self.folder / source, destination)
+        folders = {self.folder}
         for relative, text in self.files.items():
             path = self.folder / relative
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, text)
-        atomic_write(self.folder / STATE_FILE, dump_json(checked))
+            atomic_write(path, text, sync_dir=False)
+            folders.add(path.parent)
+        atomic_write(self.folder / STATE_FILE, dump_json(checked), sync_dir=False)
+        for folder in folders:  # one folder sync per transaction, not one per file
+            _fsync_dir(folder)
         journal = self.folder / EVENTS_FILE
         for record in self.events:
             append_line(journal, {"session_id": self.session_id, **record})
@@ -209,7 +219,8 @@ class Store:
             staging.mkdir()
             try:
                 for name, text in build(session_id).items():
-                    atomic_write(staging / name, text)
+                    atomic_write(staging / name, text, sync_dir=False)
+                _fsync_dir(staging)
                 os.rename(staging, parent / session_id)  # fails if another process won the id
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
