@@ -6,6 +6,9 @@
    (one no-op tool) and for `session-manager serve`; budget: ours at most the bare one + 100 ms.
 2. A `stage_complete` round trip against a no-op tool added to the same server; budget: the
    median at most 1.5x the no-op's. Each round starts a stage (not timed) and completes it.
+3. The same `stage_complete` beside the reference server's `git_status` call (`mcp-server-git`
+   from modelcontextprotocol/servers, installed into bench/.venv-ref on first run; skipped
+   when it cannot be installed). No budget: a yardstick of what a real tool call costs.
 
 Medians are printed with their ratios; the project is a fresh git repository in a temp folder.
 """
@@ -81,6 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--starts", type=int, default=9)
+    parser.add_argument("--no-reference", action="store_true", help="skip mcp-server-git (a smoke run)")
     args = parser.parse_args()
     env_root = Path(tempfile.mkdtemp(prefix="bench-mcp-"))
     subprocess.run(["git", "init", "-q", str(env_root)], check=True)
@@ -91,7 +95,7 @@ def main() -> None:
     (env_root / ".claude/session-manager.toml").write_text(stages)
 
     bare = [cold_start([PYTHON, "-c", BARE], env_root) for _ in range(args.starts)]
-    ours = [cold_start([PYTHON, "-m", "session_manager", "serve", "--no-backups"], env_root)
+    ours = [cold_start([PYTHON, "-m", "session_manager", "serve"], env_root)
             for _ in range(args.starts)]
     bare_ms, ours_ms = statistics.median(bare) * 1000, statistics.median(ours) * 1000
     print(f"cold start to initialize: bare SDK {bare_ms:.0f} ms, session-manager serve {ours_ms:.0f} ms,"
@@ -114,6 +118,37 @@ def main() -> None:
     noop_ms, complete_ms = statistics.median(noop) * 1000, statistics.median(complete) * 1000
     print(f"round trip over stdio: no-op {noop_ms:.1f} ms, stage_complete {complete_ms:.1f} ms,"
           f" ratio {complete_ms / noop_ms:.2f}x (budget 1.5x)")
+
+    reference = None if args.no_reference else reference_server()
+    if reference is None:
+        return
+    git = Peer([str(reference), "--repository", str(env_root)], env_root)
+    git.request("initialize", INIT["params"])
+    git.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    status = []
+    for _ in range(args.rounds):
+        began = time.perf_counter()
+        git.call("git_status", repo_path=str(env_root))
+        status.append(time.perf_counter() - began)
+    git.close()
+    status_ms = statistics.median(status) * 1000
+    print(f"reference mcp-server-git git_status {status_ms:.1f} ms; stage_complete / git_status"
+          f" {complete_ms / status_ms:.2f}x")
+
+
+def reference_server() -> Path | None:
+    """`mcp-server-git` in its own virtualenv (it brings its own `mcp` version)."""
+    venv = Path(__file__).resolve().parent / ".venv-ref"
+    binary = venv / "bin" / "mcp-server-git"
+    if not binary.exists():
+        print("installing mcp-server-git into bench/.venv-ref ...")
+        made = subprocess.run([PYTHON, "-m", "venv", str(venv)], capture_output=True)
+        pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "mcp-server-git"], capture_output=True,
+                             text=True) if made.returncode == 0 else made
+        if pip.returncode != 0 or not binary.exists():
+            print(f"mcp-server-git could not be installed; reference skipped ({str(pip.stderr).strip()[-200:]})")
+            return None
+    return binary
 
 
 if __name__ == "__main__":

@@ -89,10 +89,11 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=400_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--corpus", type=Path, help="where to build (or reuse) the corpus")
+    parser.add_argument("--no-ccusage", action="store_true", help="skip ccusage (a smoke run)")
     args = parser.parse_args()
 
     base, truth = corpus(args.corpus, args.lines)
-    ccusage = ensure_ccusage()
+    ccusage = None if args.no_ccusage else ensure_ccusage()
     env = {**os.environ, "TZ": "UTC", "CLAUDE_CONFIG_DIR": str(base)}
     ours_cmd = [sys.executable, "-m", "session_manager", "usage", "daily", "--json"]
     results: dict[str, list[float]] = {"ccusage": [], "first": [], "again": []}
