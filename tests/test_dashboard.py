@@ -11,31 +11,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fixtures.report_sessions import NOW, build
+from fixtures.report_sessions import NOW, build, built, utc  # noqa: F401 (fixtures)
 from session_manager import dashboard
 from session_manager.service import Service
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("dashboard") / "project"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TZ", "UTC")
-        time.tzset()
-        ids = build(root)
-    time.tzset()
-    return root, ids
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture

@@ -11,34 +11,12 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fixtures.report_sessions import NOW, build
+from fixtures.report_sessions import NOW, build, built, utc  # noqa: F401 (fixtures)
 from session_manager.reports import CACHE_FILE, error_pattern
 from session_manager.service import Service
 
 WINDOW = ("--since", "2026-11-14T12:00:00Z", "--until", "2026-11-21T12:00:00Z")  # = `report week` at NOW
 UTC_ENV = {"TZ": "UTC"}
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("reports") / "project"
-    root.mkdir()
-    subprocess.run(["git", "init", "-q", "-b", "main", str(root)], check=True)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TZ", "UTC")
-        time.tzset()
-        ids = build(root)
-    time.tzset()
-    return root, ids
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from session_manager import __version__
 from session_manager.errors import InvalidInput, NotFound, SessionError, describe_validation_error
-from session_manager.results import SessionDetail, StageResult
+from session_manager.results import SessionDetail, StageDecision, StageResult
 from session_manager.service import Service
 from session_manager.store import find_root
 
@@ -125,32 +125,15 @@ class SessionsView(BaseModel):
     sessions: list[SessionView]
 
 
-class StageOutcome(BaseModel):
+class StageOutcome(StageDecision):
     """The pipeline's decision: started, advanced, completed, retry, routed_back, escalated or resumed."""
 
-    session_id: str
-    decision: str
-    stage: str | None
-    next_stage: str | None = None
-    routed_to: str | None = None
-    feedback: list[str] = Field(default_factory=list)
-    attempts: int = 0
-    attempts_left: int = 0
-    score: float | None = None
-    session_status: str
-    progress_percent: float
-    total_cost: float
     alerts: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, result: StageResult) -> StageOutcome:
-        return cls(
-            session_id=result.session_id, decision=result.decision, stage=result.stage,
-            next_stage=result.next_stage, routed_to=result.routed_to, feedback=result.feedback,
-            attempts=result.attempts, attempts_left=result.attempts_left, score=result.overall_score,
-            session_status=result.session_status, progress_percent=result.progress_percent,
-            total_cost=result.total_cost, alerts=[f"{a.severity} {a.kind}: {a.message}" for a in result.alerts],
-        )
+        return cls(**result.model_dump(exclude={"alerts"}),
+                   alerts=[f"{a.severity} {a.kind}: {a.message}" for a in result.alerts])
 
 
 class ReportView(BaseModel):

@@ -51,7 +51,7 @@ class SessionDetail(BaseModel):
     folder: str
 
 
-class StageResult(BaseModel):
+class StageDecision(BaseModel):
     """The decision of a pipeline operation and where the session now stands."""
 
     session_id: str
@@ -66,4 +66,7 @@ class StageResult(BaseModel):
     session_status: str
     progress_percent: float
     total_cost: float
+
+
+class StageResult(StageDecision):
     alerts: list[Alert] = Field(default_factory=list)
