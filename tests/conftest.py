@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,17 @@ def tree_snapshot(folder: Path) -> dict[str, str]:
         key = str(path.relative_to(folder))
         snapshot[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return snapshot
+
+
+class Clock:
+    """A controllable clock, so durations and times are exact. Noon UTC by default, so the
+    local date in session ids is the same in every time zone."""
+
+    def __init__(self, start: datetime = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, minutes: float) -> None:
+        self.now += timedelta(minutes=minutes)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 

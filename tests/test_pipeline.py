@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import tree_snapshot
+from conftest import Clock, tree_snapshot
 from session_manager.errors import InvalidInput, InvalidTransition, NotFound
 from session_manager.model import SessionStatus as S
 from session_manager.model import StageStatus as T
@@ -30,19 +29,6 @@ quality_gate = { overall = 0.85, critical = 0.5, metrics = { correctness = 0.9 }
 [[pipelines.coded]]
 name = "release"
 """
-
-
-class Clock:
-    """A controllable clock, so durations and times are exact."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def tick(self, minutes: float) -> None:
-        self.now += timedelta(minutes=minutes)
 
 
 @pytest.fixture
@@ -346,7 +332,7 @@ def test_bypass_and_skip_are_logged_and_advance(svc: Service) -> None:
 def test_execution_time_progress_and_estimate_from_history(svc: Service, clock: Clock) -> None:
     sid = start(svc, "coded")
     svc.stage_start(session_id=sid)
-    clock.tick(12)
+    clock.advance(12)
     svc.stage_complete(session_id=sid, stage="implement")
     st = state(svc, sid)
     assert st.stages["implement"].execution_seconds == 720 and st.progress.percent == 25.0
@@ -363,7 +349,7 @@ def test_time_and_error_rate_alerts(svc: Service, clock: Clock) -> None:
     svc.record_failure(session_id=sid, stage="implement", error="x")
     st = state(svc, sid)
     assert {a.kind for a in st.alerts} == {"error_rate"}
-    clock.tick(150)  # 125% of 120 minutes
+    clock.advance(150)  # 125% of 120 minutes
     result = svc.stage_complete(session_id=sid, stage="implement")
     assert {a.kind for a in result.alerts} == {"error_rate", "time"}
 
@@ -392,8 +378,8 @@ def test_events_hold_every_transition_in_order(svc: Service) -> None:
 def test_retry_attempt_time_runs_from_the_retry_decision(svc: Service, clock: Clock) -> None:
     sid = start(svc)
     _to_gate(svc, sid)
-    clock.tick(5)
+    clock.advance(5)
     svc.stage_complete(session_id=sid, stage="04_quality_claude", quality={"overall": 0.8})
-    clock.tick(7)  # the second attempt, without an explicit stage start
+    clock.advance(7)  # the second attempt, without an explicit stage start
     svc.stage_complete(session_id=sid, stage="04_quality_claude", quality={"overall": 0.9})
     assert state(svc, sid).stages["04_quality_claude"].execution_seconds == 7 * 60

@@ -10,12 +10,12 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import git, tree_snapshot
+from conftest import Clock, git, tree_snapshot
 from session_manager import context, memory, render
 from session_manager.errors import InvalidInput, InvalidTransition, NotFound, TemplateError
 from session_manager.service import Service
@@ -34,19 +34,6 @@ def utc_local_time(monkeypatch: pytest.MonkeyPatch):
     yield
     monkeypatch.undo()
     time.tzset()
-
-
-class Clock:
-    """A controllable clock (noon UTC, so the local date in ids is the same in every time zone)."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, minutes: float) -> None:
-        self.now += timedelta(minutes=minutes)
 
 
 def commit(root: Path, message: str, name: str = "app.txt") -> None:
