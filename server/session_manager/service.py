@@ -78,6 +78,10 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
         RestoreResult,
     )
     from session_manager.render import RenderRequest, RenderResult, TemplateList, TemplateShowRequest
+    from session_manager.costs import CostResult
+    from session_manager.dashboard import Dashboard
+    from session_manager.reports import Report
+    from session_manager.usage import UsageAttachResult, UsageReport
 
 R = TypeVar("R", bound=BaseModel)
 DURATIONS_FILE = "durations.json"
