@@ -46,7 +46,7 @@ TOOL_ARGS = {
 }
 
 
-def test_mcp_tools_refuse_bad_input_and_stay_up(project: Path) -> None:
+def test_mcp_tools_refuse_bad_input_and_stay_up(project: Path, record_property) -> None:
     service = Service(project, actor="test")
     real = service.start(level="prod", number=1).state.session_id
     claude = project / ".claude"
@@ -75,7 +75,7 @@ def test_mcp_tools_refuse_bad_input_and_stay_up(project: Path) -> None:
             assert not alive.is_error  # the server is still up and answering
 
         check()
-    print(f"\nbad-input test (MCP): {sum(counts.values())} calls, {counts['refused']} refused,"
+    record_property("counts", f"bad-input test (MCP): {sum(counts.values())} calls, {counts['refused']} refused,"
           f" {counts['accepted']} accepted; server up throughout")
     assert counts["refused"] > counts["accepted"]
 
@@ -98,7 +98,7 @@ argument = st.one_of(
 
 
 @pytest.mark.parametrize("seed", [0])
-def test_cli_refuses_bad_input_with_one_line(project: Path, seed: int) -> None:
+def test_cli_refuses_bad_input_with_one_line(project: Path, seed: int, record_property) -> None:
     service = Service(project, actor="test")
     real = service.start(level="prod", number=2).state.session_id
     claude = project / ".claude"
@@ -117,4 +117,4 @@ def test_cli_refuses_bad_input_with_one_line(project: Path, seed: int) -> None:
             assert tree_snapshot(claude) == before, f"{argv!r} wrote despite refusing"
 
     check()
-    print(f"\nbad-input test (CLI): {sum(tally.values())} runs: {tally}")
+    record_property("counts", f"bad-input test (CLI): {sum(tally.values())} processes: {tally}")

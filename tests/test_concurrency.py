@@ -49,7 +49,7 @@ def _child(root: Path, role: str, sessions: list[str], out: Path) -> None:
     out.write_text(json.dumps(done))
 
 
-def test_eight_processes_lose_nothing(project: Path) -> None:
+def test_eight_processes_lose_nothing(project: Path, record_property) -> None:
     service = Service(project, actor="test")
     sessions = [service.start(level="dev").state.session_id, service.start(level="coded").state.session_id]
     roles = ["tasks0", "tasks1", "costs0", "costs1", "stages0", "stages1", "backups0", "backups1"]
@@ -99,7 +99,7 @@ def test_eight_processes_lose_nothing(project: Path) -> None:
                              capture_output=True, text=True).stdout.splitlines()
     assert all(len(line.split()) <= 2 for line in history)  # linear: one parent each
     assert len(history) >= total["backups"]
-    print(f"\nconcurrency test: 8 processes made {total['tasks']} task adds, {total['costs']} cost entries,"
+    record_property("counts", f"concurrency test: 8 processes made {total['tasks']} task adds, {total['costs']} cost entries,"
           f" {total['stages']} stage completions, {total['learnings']} learnings, {total['backups']} backups;"
           " all found")
 

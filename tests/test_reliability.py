@@ -29,7 +29,7 @@ def _writer(root: Path, session_id: str) -> None:  # runs in a forked child unti
             service.update(session_id=session_id, complete_tasks=[f"t{n}"])
 
 
-def test_sigkill_at_random_points_never_tears_a_file(project: Path) -> None:
+def test_sigkill_at_random_points_never_tears_a_file(project: Path, record_property) -> None:
     service = Service(project, actor="test")
     session_id = service.start(level="dev").state.session_id
     folder = service.store.session_dir(session_id)
@@ -62,7 +62,8 @@ def test_sigkill_at_random_points_never_tears_a_file(project: Path) -> None:
     in_state = {t.title for t in state.progress.tasks_pending + state.progress.tasks_completed}
     assert len(in_state - journaled) <= KILLS  # a kill between the state write and its journal line
     assert previous_tasks > 0
-    print(f"\ncrash test: {KILLS} kills survived, {previous_tasks} tasks written, {torn_seen} torn journal lines")
+    record_property("counts", f"crash test: {KILLS} SIGKILLs survived, {previous_tasks} tasks written,"
+                    f" {torn_seen} torn journal lines skipped, every state file old or new")
 
 
 def test_leftover_temp_files_are_ignored(project: Path) -> None:
