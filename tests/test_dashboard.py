@@ -61,12 +61,12 @@ def test_dashboard_figures(board, built) -> None:
     assert (board.finished, board.failed, board.errors) == (3, 1, 3)
     assert board.minutes_per_episode == pytest.approx(76.7)  # (80 + 90 + 60) / 3
     assert board.dollars_per_episode == pytest.approx(4.0)  # (3 + 5 + 4) / 3
-    assert board.average_quality == pytest.approx(0.7875)  # (.85 + .9 + .5 + .9) / 4
+    assert board.average_quality == pytest.approx(0.8833)  # (.85 + .9 + .9) / 3: C completed no scored stage
     assert len(board.cost_per_day) == 30
     spent = {p.day: (p.cost_usd, p.budget_usd) for p in board.cost_per_day if p.cost_usd or p.budget_usd}
     assert spent == {"2026-11-01": (4.0, 5.0), "2026-11-15": (3.0, 5.0), "2026-11-16": (5.0, 5.0),
                      "2026-11-17": (0.5, 5.0), "2026-11-18": (0.5, 5.0)}
-    assert [p.value for p in board.quality_per_day["overall"]] == [0.9, 0.85, 0.9, 0.5]
+    assert [p.value for p in board.quality_per_day["overall"]] == [0.9, 0.85, 0.9]  # C: none completed
     stages = {s.stage: (s.mean_seconds, s.gate_failures, s.errors) for s in board.stages}
     assert stages == {"initialization": (None, 0, 1), "research": (1200.0, 0, 1), "review": (1300.0, 2, 0),
                       "audio": (1100.0, 0, 1)}
@@ -75,7 +75,7 @@ def test_dashboard_figures(board, built) -> None:
 def test_terminal_dashboard_shows_the_figures_and_sparklines(board) -> None:
     out = dashboard.text(board)
     assert "in progress: 1   finished: 3   failed: 1   errors: 3   minutes / episode: 77" in out
-    assert "dollars / episode: $4.00   average quality: 0.79" in out
+    assert "dollars / episode: $4.00   average quality: 0.88" in out
     assert "cost per day     ▁▁▁▁▁▁▁▁▁▇▁▁▁▁▁▁▁▁▁▁▁▁▁▅█▂▂▁▁▁  2026-10-23 .. 2026-11-21" in out
     assert "(total $13.00, budget $25.00)" in out
 
@@ -110,7 +110,7 @@ def test_html_page_is_self_contained_with_the_four_charts(board, tmp_path: Path)
     assert [a["data-stage"] for a in page.find("rect", **{"class": "error"})] == [
         "initialization", "research", "audio"]
     text = " ".join(page.text)
-    assert "minutes / episode" in text and "$4.00" in text and "0.79" in text
+    assert "minutes / episode" in text and "$4.00" in text and "0.88" in text
 
 
 def test_html_for_an_empty_project_says_no_data(tmp_path: Path) -> None:

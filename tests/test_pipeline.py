@@ -182,12 +182,27 @@ def test_gate_below_threshold_retries_with_feedback(svc: Service) -> None:
     st = state(svc, sid)
     assert st.stages["04_quality_claude"].status == T.retrying
     assert st.stages["04_quality_claude"].gate_failures == 1
-    assert any(a.kind == "quality" for a in st.alerts)
+    assert st.quality_overall is None  # a failed attempt is not the session's quality
     passed = svc.stage_complete(session_id=sid, stage="04_quality_claude", quality={"overall": 0.9})
     assert passed.decision == "advanced" and passed.next_stage == "05_quality_gemini"
     folder = svc.store.session_dir(sid) / "quality_reports"
     assert sorted(p.name for p in folder.iterdir()) == ["04_quality_claude_attempt1.json", "04_quality_claude_attempt2.json"]
-    assert not any(a.kind == "quality" for a in state(svc, sid).alerts)
+    assert state(svc, sid).quality_overall == 0.9
+
+
+def test_session_quality_is_the_mean_of_completed_stages_and_alerts_below_target(svc: Service) -> None:
+    sid = start(svc, "coded")
+    svc.stage_start(session_id=sid)
+    svc.stage_complete(session_id=sid, stage="implement", quality={"correctness": 0.9, "style": 0.7})
+    svc.stage_start(session_id=sid)
+    result = svc.stage_complete(session_id=sid, stage="test", quality={"overall": 0.7, "correctness": 0.8})
+    st = state(svc, sid)
+    assert st.quality_overall == 0.75  # (0.8 + 0.7) / 2
+    assert st.quality_metrics == {"correctness": 0.85, "style": 0.7}
+    assert [a.kind for a in result.alerts] == ["quality"]
+    svc.resume(session_id=sid, from_stage="test")  # a re-opened stage no longer counts
+    st = state(svc, sid)
+    assert st.quality_overall == 0.8 and st.quality_metrics == {"correctness": 0.9, "style": 0.7}
 
 
 def test_gate_metric_threshold_and_overall_from_mean(gated: Service) -> None:

@@ -37,12 +37,12 @@ def test_week_counts_sessions_run_and_finished_and_the_rates(week) -> None:
 def test_week_quality_mean_and_spread_per_metric(week) -> None:
     q = week.quality
     assert sorted(q) == ["accuracy", "clarity", "overall"]
-    # clarity .9 .95 .5: mean 2.35/3; squared deviations .013611 .027778 .080278 -> pstdev .2014
-    assert (q["clarity"].n, q["clarity"].mean, q["clarity"].stdev) == (3, 0.7833, 0.2014)
-    # accuracy .8 .85 .5: mean 2.15/3; squared deviations .006944 .017778 .046944 -> pstdev .1546
-    assert (q["accuracy"].mean, q["accuracy"].stdev) == (0.7167, 0.1546)
-    # overall .85 .9 .5: mean .75; squared deviations .01 .0225 .0625 -> sqrt(.095/3) = .1780
-    assert (q["overall"].mean, q["overall"].stdev, q["overall"].min, q["overall"].max) == (0.75, 0.178, 0.5, 0.9)
+    # a session's quality is the mean of its completed stages' scores: C's review failed its gate
+    # (.5/.5) and never completed, so C has no quality. A's review: clarity .9, accuracy .8,
+    # overall .85; B's review after the retry: .95, .85, .90
+    assert (q["clarity"].n, q["clarity"].mean, q["clarity"].stdev) == (2, 0.925, 0.025)
+    assert (q["accuracy"].mean, q["accuracy"].stdev) == (0.825, 0.025)
+    assert (q["overall"].mean, q["overall"].stdev, q["overall"].min, q["overall"].max) == (0.875, 0.025, 0.85, 0.9)
 
 
 def test_week_cost_per_session_and_per_stage_against_the_target(week) -> None:
@@ -88,9 +88,9 @@ def test_week_lists_bypasses_and_alerts(week, built) -> None:
     _root, ids = built
     assert [(b.session_id, b.stage, b.reason) for b in week.bypasses] == [
         (ids["D"], "review", "manual review done offline")]
-    assert sorted((a.session_id, a.kind, a.severity) for a in week.alerts) == sorted([
-        (ids["B"], "cost", "critical"), (ids["C"], "quality", "warning")])
-    assert week.alert_counts == {"cost/critical": 1, "quality/warning": 1}
+    # C's quality alert went away with its failed attempt: only completed stages set a session's quality
+    assert sorted((a.session_id, a.kind, a.severity) for a in week.alerts) == [(ids["B"], "cost", "critical")]
+    assert week.alert_counts == {"cost/critical": 1}
 
 
 def test_week_trend_has_one_point_per_day(week) -> None:
@@ -98,7 +98,7 @@ def test_week_trend_has_one_point_per_day(week) -> None:
     assert list(points) == [f"2026-11-{d}" for d in range(14, 22)]
     assert points["2026-11-15"] == (1, 1, 3.0, 0.85)
     assert points["2026-11-16"] == (1, 1, 5.0, 0.9)
-    assert points["2026-11-17"] == (1, 0, 0.5, 0.5)
+    assert points["2026-11-17"] == (1, 0, 0.5, None)  # C completed no scored stage
     assert points["2026-11-20"] == (0, 0, 0.0, None)
 
 
@@ -136,8 +136,8 @@ def test_json_and_markdown_carry_the_same_figures(built) -> None:
     assert "| run | started | finished | in progress | failed | abandoned | completion rate |" in text
     assert "|   5 |       5 |        2 |           1 |      1 |         1 |             40% |" in text
     assert "1 of the 3 sessions that met an error recovered." in text
-    assert "| clarity  |   3 | 0.78 | 0.201 | 0.50 | 0.95 |" in text
-    assert "| accuracy |   3 | 0.72 | 0.155 | 0.50 | 0.85 |" in text
+    assert "| clarity  |   2 | 0.93 | 0.025 | 0.90 | 0.95 |" in text
+    assert "| accuracy |   2 | 0.82 | 0.025 | 0.80 | 0.85 |" in text  # 0.825 as a float rounds down
     assert "Total $9.00; per session mean $1.80, median $0.50" in text
     assert "the mean is 36% of it" in text and "1 over budget, 0 near it" in text
     assert "| research   | $2.50 | $0.62 |        4 |   28% |  $1.67 |" in text

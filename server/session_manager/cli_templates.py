@@ -30,8 +30,8 @@ def cmd_templates_list(args: argparse.Namespace) -> None:
 
     def human(r: Any) -> str:
         rows = [(t.name, t.level, t.source, t.path) for t in r.templates]
-        note = (f"\n\nTo change one: session-manager templates show NAME [--level LEVEL]"
-                f" > {r.project_folder}/[LEVEL/]NAME.md.j2, then edit it.")
+        note = (f"\n\nTo change one: session-manager templates copy NAME [--level LEVEL] puts the shipped file"
+                f" in {r.project_folder}/ for you to edit; it then wins over the shipped one.")
         return table(("TEMPLATE", "LEVEL", "SOURCE", "FILE"), rows) + note
 
     _emit(args, service().templates_list(), human)
@@ -43,6 +43,13 @@ def cmd_templates_show(args: argparse.Namespace) -> None:
     print(service().template_show(name=args.name, level=args.level), end="")
 
 
+def cmd_templates_copy(args: argparse.Namespace) -> None:
+    from session_manager.cli import _emit, service
+
+    result = service().template_copy(name=args.name, level=args.level)
+    _emit(args, result, lambda r: f"copied {r.source} to {r.path}: edit it there; it now wins over the shipped one")
+
+
 def register(sub: Any, command: Any) -> None:
     from session_manager.cli import Parser
 
@@ -50,7 +57,7 @@ def register(sub: Any, command: Any) -> None:
                 " tests, review, completed); with no active session, the session changed last.")
     p.add_argument("words", nargs="*", metavar="[ID] [NAME]")
 
-    group = sub.add_parser("templates", help="the markdown templates (list, show)")
+    group = sub.add_parser("templates", help="the markdown templates (list, show, copy)")
     verbs = group.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser, required=True)
     text = "List every template and the file used for it: the project's override or the shipped one."
     p = verbs.add_parser("list", help=text, description=text)
@@ -61,3 +68,9 @@ def register(sub: Any, command: Any) -> None:
     p.set_defaults(handler=cmd_templates_show)
     p.add_argument("name", metavar="NAME", help="e.g. plan, review.md, _macros")
     p.add_argument("--level", help="the level's variant (dev, prod, platform, coded)")
+    text = "Copy a shipped template into .claude/templates/ (a level's variant into its level folder) to edit it."
+    p = verbs.add_parser("copy", help=text, description=text)
+    p.set_defaults(handler=cmd_templates_copy)
+    p.add_argument("name", metavar="NAME", help="e.g. plan, review.md, _macros")
+    p.add_argument("--level", help="the level's variant (dev, prod, platform, coded)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")

@@ -70,6 +70,7 @@ class StageState(Model):
     completed_at: Timestamp | None = None
     execution_seconds: float | None = None
     overall_score: float | None = None
+    quality: dict[str, float] = Field(default_factory=dict)
     feedback: str | None = None
     last_error: str | None = None
     override_reason: str | None = None
@@ -174,6 +175,8 @@ class SessionState(Model):
     stages_completed: list[str] = Field(default_factory=list)
     stages_remaining: list[str] = Field(default_factory=list)
     stages: dict[str, StageState] = Field(default_factory=dict)
+    # means over the completed stages' scores (an attempt that failed its gate, or a stage
+    # re-opened by resume, does not count): status, alerts, reports and reviews agree
     quality_metrics: dict[str, float] = Field(default_factory=dict)
     quality_overall: float | None = None
     cost_tracking: CostTracking = Field(default_factory=CostTracking)

@@ -145,6 +145,19 @@ def refresh_progress(state: SessionState) -> None:
     done = sum(1 for s in state.stages.values() if s.status in DONE_STAGE)
     state.progress.percent = round(100.0 * done / len(state.stages), 1) if state.stages else 100.0
     state.current_stage = first_open_stage(state)
+    refresh_quality(state)
+
+
+def refresh_quality(state: SessionState) -> None:
+    """Session quality: means over the completed stages' scores, overall and per metric."""
+    completed = [s for s in state.stages.values() if s.status == T.completed]
+    scores = [s.overall_score for s in completed if s.overall_score is not None]
+    state.quality_overall = round(statistics.fmean(scores), 4) if scores else None
+    by_metric: dict[str, list[float]] = {}
+    for stage in completed:
+        for metric, value in stage.quality.items():
+            by_metric.setdefault(metric, []).append(value)
+    state.quality_metrics = {m: round(statistics.fmean(v), 4) for m, v in by_metric.items()}
 
 
 def _check_session_open(state: SessionState, action: str) -> None:
@@ -299,8 +312,6 @@ def complete_stage(
                  json.dumps(report, indent=2) + "\n")
         tx.event("quality_evaluated", stage=stage, attempt=attempt, overall_score=overall,
                  passed=passed, feedback=feedback)
-        state.quality_metrics.update({k: v for k, v in quality.items() if k not in ("overall", "overall_score")})
-        state.quality_overall = overall
         stage_state.overall_score = overall
     if cost_usd or tokens:
         from session_manager import costs
@@ -333,9 +344,10 @@ def complete_stage(
                        attempts_left=left, overall_score=overall)
 
     stage_state.outputs = dict(outputs)
+    stage_state.quality = {k: v for k, v in quality.items() if k not in ("overall", "overall_score")}
     stage_state.execution_seconds = seconds
     stage_state.completed_at = tx.now
-    stage_state.feedback = None
+    stage_state.feedback = stage_state.last_error = None  # the errors stay in state.errors and the journal
     set_stage_status(tx, stage, T.completed, "stage complete")
     record = StageRecord(
         agent_id=stage, status="completed", attempt=attempt, started_at=stage_state.started_at,
@@ -463,8 +475,10 @@ def _reopen(tx: Transaction, stage: str, why: str) -> None:
     if old == T.completed:
         _archive_record(tx, stage)
     stage_state.attempts = 0
-    stage_state.override_reason = None
-    stage_state.started_at = stage_state.completed_at = None
+    stage_state.override_reason = stage_state.feedback = stage_state.last_error = None
+    stage_state.started_at = stage_state.completed_at = stage_state.execution_seconds = None
+    stage_state.overall_score = None
+    stage_state.quality = {}
 
 
 def override(tx: Transaction, stage: str, kind: Literal["bypassed", "skipped"], reason: str) -> Outcome:

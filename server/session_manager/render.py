@@ -414,3 +414,31 @@ def show_template(root: Path, name: str, level: str | None = None) -> str:
         where = f" for level {level}" if level else ""
         raise NotFound(f"no template {template_name(name)}{SUFFIX}{where}; templates: {known}")
     return found[0].read_text(encoding="utf-8")
+
+
+class TemplateCopy(BaseModel):
+    name: str
+    source: str
+    path: str
+
+
+def copy_template(root: Path, name: str, level: str | None = None) -> TemplateCopy:
+    """Copy the shipped template used for `name` (at `level`) into `.claude/templates/` so the
+    project can edit it: a level's own variant goes to `.claude/templates/<level>/`, so it
+    overrides that level only. An existing project file is never overwritten."""
+    shipped = None
+    for folder, source in search_path(root, _check_level(level)):
+        candidate = folder / (template_name(name) + SUFFIX)
+        if source == "shipped" and candidate.is_file():
+            shipped = candidate
+            break
+    if shipped is None:
+        known = ", ".join(known_names(root)) or "none"
+        raise NotFound(f"no shipped template {template_name(name)}{SUFFIX}; templates: {known}")
+    variant = shipped.parent.name if shipped.parent.name in LEVELS else None
+    target = root / ".claude" / "templates" / (variant or "") / shipped.name
+    if target.exists():
+        raise InvalidInput(f"{_display(root, target)} exists already; edit it, or delete it to start again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, shipped.read_text(encoding="utf-8"))
+    return TemplateCopy(name=shipped.name, source=_display(root, shipped), path=_display(root, target))

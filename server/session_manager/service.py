@@ -77,7 +77,7 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
         PushResult,
         RestoreResult,
     )
-    from session_manager.render import RenderRequest, RenderResult, TemplateList, TemplateShowRequest
+    from session_manager.render import RenderRequest, RenderResult, TemplateCopy, TemplateList, TemplateShowRequest
     from session_manager.costs import CostResult
     from session_manager.dashboard import Dashboard
     from session_manager.reports import Report
@@ -461,6 +461,13 @@ class Service:
         from session_manager import render
 
         return render.list_templates(self.root)
+
+    @operation("render:TemplateShowRequest")
+    def template_copy(self, req: TemplateShowRequest) -> TemplateCopy:
+        """Copy a shipped template into .claude/templates/ (never over an existing file) to edit it."""
+        from session_manager import render
+
+        return render.copy_template(self.root, req.name, req.level.name if req.level else None)
 
     @operation("render:TemplateShowRequest")
     def template_show(self, req: TemplateShowRequest) -> str:
