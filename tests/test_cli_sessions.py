@@ -99,7 +99,7 @@ def test_seed_init_spelling_starts_production(cli) -> None:
         (("start", "nonsense", "5"), "unknown level 'nonsense'"),
         (("start", "prod", "five"), "episode number must be a whole number"),
         (("start", "dev", "--tag", "Bad Tag"), "tag"),
-        (("start", "prod", "5", "--budget", "-3"), "budget_usd"),
+        (("start", "prod", "5", "--budget", "-3"), "budget_usd: Input should be greater than or equal to 0"),
         (("status", "../../etc/passwd"), "invalid session id"),
         (("status", "/etc/passwd"), "invalid session id"),
         (("status", "ep_001_20200101_0000"), "no session"),

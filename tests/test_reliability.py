@@ -126,10 +126,14 @@ def test_corrupt_session_does_not_break_listing_status(project: Path) -> None:
     good = service.start(level="dev").state.session_id
     bad = service.start(level="coded").state.session_id
     (service.store.session_dir(bad) / "pipeline_status.json").write_text("{")
-    result = run_cli(project, "task", "add", "no id given")
-    assert result.code == 0, result
-    assert good in result.out
     status = run_cli(project, "status")
     assert status.code == 0 and good in status.out
     assert f"{bad}: pipeline_status.json is not valid JSON" in status.out
     assert run_cli(project, "status", "--json").json()["damaged"][0].startswith(bad)
+    # without an id, the session touched last is meant: it is the damaged one, so say so
+    # rather than quietly write to another session
+    before = tree_snapshot(project / ".claude")
+    result = run_cli(project, "task", "add", "no id given")
+    assert result.code == 2 and bad in result.err and "backup restore" in result.err
+    assert tree_snapshot(project / ".claude") == before
+    assert run_cli(project, "task", "add", good, "with an id").code == 0

@@ -554,6 +554,12 @@ class Trail:
         tip = self._tip(repo) if repo else None
         if repo is None or tip is None:
             raise NotFound("nothing to push: there are no backups yet (take one with `session-manager backup`)")
+        looks_like_name = not any(mark in remote for mark in "/:\\")
+        if looks_like_name and remote not in repo.out("remote").split():
+            raise InvalidInput(
+                f"no git remote named {remote!r} (`git remote -v` lists them); add one with"
+                f" `git remote add {remote} URL`, or give a URL or a path"
+            )
         # Never wait for a password nobody will type (hooks, the MCP server).
         env = {} if sys.stdin and sys.stdin.isatty() else {"GIT_TERMINAL_PROMPT": "0"}
         proc = repo.run("push", "--porcelain", "--", remote, f"{self.ref}:{self.ref}",

@@ -101,6 +101,12 @@ def cmd_status(args: argparse.Namespace) -> None:
               lambda r: views.session_list(r, "no active sessions (start one: session-manager start dev)"))
 
 
+def cmd_show(args: argparse.Namespace) -> None:
+    from session_manager import views
+
+    _emit(args, service().show(session_id=args.id), views.session_detail)
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from session_manager import views
 
@@ -112,7 +118,7 @@ def cmd_end(args: argparse.Namespace) -> None:
     from session_manager import views
 
     result = service().end(session_id=args.id, summary=args.summary, abandoned=args.abandon)
-    _emit(args, result, lambda r: f"ended {r.state.session_id} ({r.state.status})\n\n" + views.session_detail(r))
+    _emit(args, result, views.ended)
 
 
 def _update(field: str, minimum: int) -> Handler:
@@ -123,7 +129,7 @@ def _update(field: str, minimum: int) -> Handler:
         if not items:
             raise InvalidInput("give at least one item after the session id")
         result = service().update(session_id=session_id, **{field: items})
-        _emit(args, result, views.session_detail)
+        _emit(args, result, lambda r: views.update_summary(r, field, items))
 
     return handler
 
@@ -140,8 +146,10 @@ def cmd_stage_start(args: argparse.Namespace) -> None:
 
 def _id_and_stage(words: list[str], command: str) -> tuple[str | None, str]:
     session_id, rest = _split_id(words, 1)
+    if len(words) == 1 and looks_like_session_id(words[0]):
+        raise InvalidInput(f"{command} needs a STAGE after the session id: {command} {words[0]} STAGE")
     if len(rest) != 1:
-        raise InvalidInput(f"{command} takes [ID] STAGE")
+        raise InvalidInput(f"{command} takes [ID] STAGE, got {len(words)} words")
     return session_id, rest[0]
 
 
@@ -172,7 +180,8 @@ def _override(kind: str) -> Handler:
         session_id, stage = _id_and_stage(args.words, kind)
         svc = service()
         operation = svc.bypass if kind == "bypass" else svc.skip
-        _emit(args, operation(session_id=session_id, stage=stage, reason=args.reason), views.stage_result)
+        result = operation(session_id=session_id, stage=stage, reason=args.reason)
+        _emit(args, result, lambda r: views.stage_result(r, "bypassed" if kind == "bypass" else "skipped"))
 
     return handler
 
@@ -228,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("status", cmd_status, "Show one session, or every active session across levels.")
     p.add_argument("id", nargs="?", metavar="ID")
-    p = command("show", cmd_status, "Show one session in detail.")
+    p = command("show", cmd_show, "Show one session in detail.")
     p.add_argument("id", nargs="?", metavar="ID")
 
     p = command("list", cmd_list, "List sessions, newest first.")
@@ -328,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
         return 0
     except SessionError as exc:
+        # the same message the MCP tools return, word for word (field names as the tools name them)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

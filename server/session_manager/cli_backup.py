@@ -113,8 +113,9 @@ def register(sub: Any, command: Any) -> None:
                 " (history, restore, push: see `backup VERB --help`).")
     verbs = p.add_subparsers(dest="verb", metavar="[VERB]", parser_class=Parser)
 
-    def verb(name: str, handler: Any, text: str) -> argparse.ArgumentParser:
-        v = verbs.add_parser(name, help=text, description=text + " When ID is left out, the most recent active session is meant.")
+    def verb(name: str, handler: Any, text: str, takes_id: bool = True) -> argparse.ArgumentParser:
+        note = " When ID is left out, the most recent active session is meant." if takes_id else ""
+        v = verbs.add_parser(name, help=text, description=text + note)
         v.set_defaults(handler=handler)
         v.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
         return v
@@ -125,7 +126,7 @@ def register(sub: Any, command: Any) -> None:
              " newest backup with a readable state). The present state is backed up first, so it can be undone.")
     v.add_argument("id", nargs="?", metavar="ID")
     v.add_argument("--at", metavar="REV", help="the backup to restore (a revision from `backup history`)")
-    v = verb("push", cmd_push, "Push the backup branch to a remote, so a team shares one trail.")
+    v = verb("push", cmd_push, "Push the backup branch to a remote, so a team shares one trail.", takes_id=False)
     v.add_argument("--remote", metavar="R", help="remote name, URL or path (default: backup.remote in the config)")
 
     text = ("Autosave in the foreground: a backup now and every S seconds when anything changed,"

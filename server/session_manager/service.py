@@ -26,7 +26,6 @@ from session_manager.errors import (
     InvalidInput,
     InvalidTransition,
     NotFound,
-    SessionError,
     TemplateError,
     describe_validation_error,
 )
@@ -146,11 +145,10 @@ class Service:
             self.store.session_dir(session_id)
             return session_id
         for candidate in self.store.ids_by_recent_change():
-            try:
-                if self.store.read_state(candidate).active:
-                    return candidate
-            except SessionError:  # a damaged session is never "the current one"
-                continue
+            # a damaged session touched last is most likely the one being worked on: say so
+            # (CorruptState names it and the restore command) rather than pick another one
+            if self.store.read_state(candidate).active:
+                return candidate
         raise NotFound("no active session; start one with `session-manager start LEVEL`")
 
     def _transaction(self, session_id: str) -> Any:
@@ -259,6 +257,7 @@ class Service:
 
     @operation(ListRequest)
     def list_sessions(self, req: ListRequest) -> SessionList:
+        self.config  # a malformed config is reported here too, not only when writing
         levels = [req.level] if req.level else None
         summaries: list[SessionSummary] = []
         damaged: list[str] = []

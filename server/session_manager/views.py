@@ -60,7 +60,7 @@ def session_detail(detail: SessionDetail) -> str:
     if meta.topic:
         title += f"  · {meta.topic}"
     lines = [title]
-    line = f"started {when(state.started_at)} UTC · updated {when(state.last_updated)}"
+    line = f"started {when(state.started_at)} UTC · updated {when(state.last_updated)} UTC"
     line += f" · progress {state.progress.percent:.0f}% ({done}/{len(state.stages)} stages)"
     if detail.estimate_remaining_seconds is not None and state.active:
         line += f" · ~{human_duration(detail.estimate_remaining_seconds)} left"
@@ -70,7 +70,7 @@ def session_detail(detail: SessionDetail) -> str:
     cost = f"cost {money(spent)}"
     if budget:
         cost += f" of {money(budget)} budget ({spent / budget:.0%})"
-    cost += f" · errors {state.error_count} · recoveries {state.recovery_count}"
+    cost += f" · {plural(state.error_count, 'error')} · {plural(state.recovery_count, 'recovery')}".replace("recoverys", "recoveries")
     if state.quality_overall is not None:
         cost += f" · quality {state.quality_overall:.2f}"
     lines.append(cost)
@@ -95,6 +95,10 @@ def session_detail(detail: SessionDetail) -> str:
         lines += [f"  [x] #{t.id} {t.title}" for t in progress.tasks_completed[-5:]]
     if progress.blockers:
         lines += ["", "Blockers"] + [f"  ! #{b.id} {b.text}" for b in progress.blockers]
+    for title, notes in (("Learnings", progress.learnings), ("Decisions", progress.decisions)):
+        if notes:
+            more = f" (last 5 of {len(notes)})" if len(notes) > 5 else ""
+            lines += ["", title + more] + [f"  - {n.text}" for n in notes[-5:]]
     if state.alerts:
         lines += ["", "Alerts"] + alerts_block(state.alerts)
     if meta.objectives:
@@ -102,7 +106,35 @@ def session_detail(detail: SessionDetail) -> str:
     return "\n".join(lines)
 
 
-def stage_result(result: StageResult) -> str:
+def update_summary(detail: SessionDetail, field: str, items: Sequence[str]) -> str:
+    """One line for a task/blocker/learning/decision change, instead of the whole session view."""
+    progress = detail.state.progress
+    done = {"add_tasks": "added task", "complete_tasks": "completed task", "blockers": "added blocker",
+            "clear_blockers": "cleared blocker", "learnings": "recorded learning", "decisions": "recorded decision"}[field]
+    what = f"{done} {items[0]!r}" if len(items) == 1 else f"{done}s " + ", ".join(repr(i) for i in items)
+    return (f"{detail.state.session_id}: {what} · tasks {len(progress.tasks_pending)} pending,"
+            f" {len(progress.tasks_completed)} done · blockers {len(progress.blockers)}"
+            f" · learnings {len(progress.learnings)} · decisions {len(progress.decisions)}")
+
+
+def ended(detail: SessionDetail) -> str:
+    state = detail.state
+    lines = [f"ended {state.session_id} ({state.status})"]
+    pending, blockers = len(state.progress.tasks_pending), len(state.progress.blockers)
+    if state.status == "completed" and (pending or blockers):
+        lines.append(f"  {plural(pending, 'pending task')} and {plural(blockers, 'open blocker')} carry over to"
+                     f" the next {state.level} session")
+    return "\n".join(lines) + "\n\n" + session_detail(detail)
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def stage_result(result: StageResult, verb: str | None = None) -> str:
+    if verb and result.decision in ("advanced", "completed"):  # a bypass or a skip moved the pipeline on
+        rest = "all stages done, session completed" if result.decision == "completed" else f"next: {result.next_stage}"
+        result = result.model_copy(update={"decision": f"{verb}: {rest}"})
     head = {
         "started": f"started {result.stage} (attempt {result.attempts}, {result.attempts_left} left after this)",
         "advanced": f"{result.stage} complete; next: {result.next_stage}",
@@ -111,7 +143,7 @@ def stage_result(result: StageResult) -> str:
         "routed_back": f"{result.stage}: quality gate failed; routed back to {result.routed_to}",
         "escalated": f"{result.stage}: escalated, session failed: needs a person (resume when fixed)",
         "resumed": f"resumed at {result.stage}",
-    }.get(result.decision, f"{result.decision}: {result.stage}")
+    }.get(result.decision, f"{result.stage} {result.decision}")
     lines = [f"{result.session_id}: {head}"]
     if result.overall_score is not None:
         lines.append(f"  quality {result.overall_score:.2f}")
