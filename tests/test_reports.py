@@ -133,8 +133,8 @@ def test_json_and_markdown_carry_the_same_figures(built) -> None:
     md = run_cli(root, "report", *WINDOW, "--format", "md", env=UTC_ENV)
     assert md.code == 0, md
     text = md.out
-    assert "| run | started | finished | in progress | failed | abandoned | completion rate |" in text
-    assert "|   5 |       5 |        2 |           1 |      1 |         1 |             40% |" in text
+    assert "| run | started | finished | not started | in progress | failed | abandoned | completion rate |" in text
+    assert "|   5 |       5 |        2 |           0 |           1 |      1 |         1 |             40% |" in text
     assert "1 of the 3 sessions that met an error recovered." in text
     assert "| clarity  |   2 | 0.93 | 0.025 | 0.90 | 0.95 |" in text
     assert "| accuracy |   2 | 0.82 | 0.025 | 0.80 | 0.85 |" in text  # 0.825 as a float rounds down

@@ -233,8 +233,8 @@ def report_view(report: Any) -> str:
     s, c = report.sessions, report.cost
     span = f"{report.since.astimezone():%Y-%m-%d %H:%M} → {report.until.astimezone():%Y-%m-%d %H:%M}"
     lines = [f"Report · {report.period} · {span} · {report.level or 'all levels'}", ""]
-    lines.append(f"Sessions  run {s.run} · started {s.started} · finished {s.finished} · in progress {s.in_progress}"
-                 f" · failed {s.failed} · abandoned {s.abandoned}")
+    lines.append(f"Sessions  run {s.run} · started {s.started} · finished {s.finished} · not started {s.initialized}"
+                 f" · in progress {s.in_progress} · failed {s.failed} · abandoned {s.abandoned}")
     lines.append(f"          completion rate {_pct(s.completion_rate)} · error recovery rate"
                  f" {_pct(s.error_recovery_rate)} ({s.recovered} of {s.with_errors} that met an error)")
     if report.trend:

@@ -107,7 +107,7 @@ def session_start(root: Path, payload: dict[str, Any]) -> str:
 def describe(detail: Any) -> list[str]:
     """A few compact lines about one session (`detail` is a `SessionDetail`)."""
     state, meta = detail.state, detail.metadata
-    done = len(state.stages_completed)
+    done = len(state.stages) - len(state.stages_remaining)  # completed, bypassed or skipped, as `status` counts
     head = f"- {state.session_id} ({state.level}, {state.status})"
     if meta.topic:
         head += f" \"{meta.topic}\""

@@ -428,6 +428,7 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
             f"session {state.session_id} is {state.status}; only a failed or interrupted"
             " (in_progress) session can be resumed"
         )
+    note = None
     if from_stage is not None:
         target_state = require_stage(state, from_stage)
         names = stage_names(state)
@@ -453,6 +454,7 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
         elif stage_state.status == T.in_progress:
             set_stage_status(tx, target, T.failed, "interrupted")
             set_stage_status(tx, target, T.retrying, "resumed after interruption")
+            note = f"{target} was in progress (attempt {stage_state.attempts}): that attempt counts as interrupted"
         else:
             set_stage_status(tx, target, T.retrying, "resumed")
             stage_state.attempts = 0
@@ -462,7 +464,7 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
     refresh_progress(state)
     state.current_stage = target if target else state.current_stage
     tx.event("resumed", stage=target, recovery_count=state.recovery_count)
-    return Outcome("resumed", target, next_stage=target)
+    return Outcome("resumed", target, next_stage=target, feedback=[note] if note else [])
 
 
 def _reopen(tx: Transaction, stage: str, why: str) -> None:
