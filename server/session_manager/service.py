@@ -29,7 +29,6 @@ from session_manager.errors import (
     TemplateError,
     describe_validation_error,
 )
-from session_manager.levels import resolve_level
 from session_manager.model import (
     Blocker,
     Budget,
@@ -624,4 +623,4 @@ def _find(items: list[Any], ref: str, what: str, text: Callable[[Any], str]) -> 
     raise NotFound(f"no {what} {ref!r} (by id or exact text); {what}s: {known}")
 
 
-__all__ = ["Service", "resolve_level"]
+__all__ = ["Service"]
