@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fixtures.report_sessions import NOW, build, built, utc  # noqa: F401 (fixtures)
+from fixtures.report_sessions import NOW, build, built  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("utc")  # report days are local days: expectations are in UTC
 from session_manager import dashboard
 from session_manager.service import Service
 

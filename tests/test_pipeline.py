@@ -207,11 +207,7 @@ def test_session_quality_is_the_mean_of_completed_stages_and_alerts_below_target
 
 def test_gate_metric_threshold_and_overall_from_mean(gated: Service) -> None:
     sid = start(gated, "coded")
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="implement", outputs={"patch": "p.diff"})
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="test")
-    gated.stage_start(session_id=sid)
+    _to_review(gated, sid, "p.diff")
     result = gated.stage_complete(session_id=sid, stage="review", quality={"correctness": 0.8, "style": 1.0})
     assert result.overall_score == 0.9
     assert result.decision == "routed_back" and result.routed_to == "implement"
@@ -220,11 +216,7 @@ def test_gate_metric_threshold_and_overall_from_mean(gated: Service) -> None:
 
 def test_gate_routes_back_with_feedback(gated: Service) -> None:
     sid = start(gated, "coded")
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="implement", outputs={"patch": "v1.diff"})
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="test")
-    gated.stage_start(session_id=sid)
+    _to_review(gated, sid, "v1.diff")
     result = gated.stage_complete(session_id=sid, stage="review", quality={"overall": 0.7, "correctness": 0.95})
     assert result.decision == "routed_back" and result.routed_to == "implement"
     st = state(gated, sid)
@@ -248,11 +240,7 @@ def test_gate_routes_back_with_feedback(gated: Service) -> None:
 
 def test_gate_critical_failure_escalates_at_once(gated: Service) -> None:
     sid = start(gated, "coded")
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="implement", outputs={"patch": "p"})
-    gated.stage_start(session_id=sid)
-    gated.stage_complete(session_id=sid, stage="test")
-    gated.stage_start(session_id=sid)
+    _to_review(gated, sid, "p")
     result = gated.stage_complete(session_id=sid, stage="review", quality={"overall": 0.3, "correctness": 0.3})
     assert result.decision == "escalated" and result.session_status == "failed"
 
@@ -264,6 +252,15 @@ def test_gate_escalates_when_attempts_are_exhausted(svc: Service) -> None:
                  for _ in range(3)]
     assert decisions == ["retry", "retry", "escalated"]
     assert state(svc, sid).status == S.failed
+
+
+def _to_review(gated: Service, sid: str, patch: str) -> None:
+    """Walk the gated coded pipeline to its review stage, started."""
+    gated.stage_start(session_id=sid)
+    gated.stage_complete(session_id=sid, stage="implement", outputs={"patch": patch})
+    gated.stage_start(session_id=sid)
+    gated.stage_complete(session_id=sid, stage="test")
+    gated.stage_start(session_id=sid)
 
 
 # -- failures, retries, escalation, resume ------------------------------------------------

@@ -9,13 +9,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from conftest import Clock, git, tree_snapshot
+
+pytestmark = pytest.mark.usefixtures("utc")  # session ids carry the local date
 from session_manager import context, memory, render
 from session_manager.errors import InvalidInput, InvalidTransition, NotFound, TemplateError
 from session_manager.service import Service
@@ -24,16 +25,6 @@ EXPECTED = Path(__file__).parent / "expected"
 LEVELS = ("dev", "production", "platform", "coded")
 FILES = ("context.md", "plan.md", "tasks.md", "tests.md", "review.md", "completed.md")
 FIXED_DATES = {"GIT_AUTHOR_DATE": "2026-11-19T10:00:00+00:00", "GIT_COMMITTER_DATE": "2026-11-19T10:00:00+00:00"}
-
-
-@pytest.fixture(autouse=True)
-def utc_local_time(monkeypatch: pytest.MonkeyPatch):
-    """Session ids carry the local date: fix the zone so expected files are the same everywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def commit(root: Path, message: str, name: str = "app.txt") -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from fixtures.report_sessions import NOW, build, built, utc  # noqa: F401 (fixtures)
+from fixtures.report_sessions import NOW, build, built  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("utc")  # report days are local days: expectations are in UTC
 from session_manager.reports import CACHE_FILE, error_pattern
 from session_manager.service import Service
 

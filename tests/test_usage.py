@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,8 @@ from session_manager.usage import ENTRIES_FILE, project_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from transcripts import make_corpus  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("utc")  # usage days are local days: expectations are in UTC
 
 SONNET, OPUS, HAIKU = "claude-sonnet-4-5-20250929", "claude-opus-4-5-20251101", "claude-haiku-4-5-20251001"
 
@@ -28,15 +29,6 @@ EXPECTED = {
     ("2026-10-03", SONNET): [50, 500, 500, 0],  # r6 (the resumed session's own response)
     ("2026-10-03", OPUS): [60, 600, 0, 6000],  # r7 (another project)
 }
-
-
-@pytest.fixture(autouse=True)
-def utc(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def assistant(msg: str | None, req: str | None, model: str, at: str, tokens: list[int], **extra: object) -> str:

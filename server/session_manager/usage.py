@@ -454,8 +454,7 @@ def load_entries(folder: Path, ledger: Ledger) -> dict[str, Entry]:
 
 
 # -- reports ----------------------------------------------------------------------------------
-class ModelUsage(BaseModel):
-    model: str
+class TokenTotals(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cache_write_tokens: int = 0
@@ -465,7 +464,11 @@ class ModelUsage(BaseModel):
     cost_usd: float = 0.0
 
 
-class UsageRow(BaseModel):
+class ModelUsage(TokenTotals):
+    model: str
+
+
+class UsageRow(TokenTotals):
     """One period (a day `2026-10-05`, a week by its Monday `2026-10-05`, a month `2026-10`)
     or one Claude Code session."""
 
@@ -474,13 +477,6 @@ class UsageRow(BaseModel):
     session_id: str | None = Field(default=None, description="the session-manager session this usage belongs to")
     first: Timestamp | None = None
     last: Timestamp | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    total_tokens: int = 0
-    responses: int = 0
-    cost_usd: float = 0.0
     models: list[ModelUsage] = Field(default_factory=list)
 
 
