@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from conftest import run_cli, tree_snapshot
+from test_mcp import TOOL_ARGS
 from session_manager.mcp_server import build_server
 from session_manager.service import Service
 
@@ -31,19 +32,6 @@ json_value = st.one_of(
     st.dictionaries(weird, st.one_of(weird, st.floats(allow_nan=True), st.integers()), max_size=3),
     st.lists(st.just("x"), min_size=201, max_size=220),
 )
-TOOL_ARGS = {
-    "session_start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
-    "session_status": ["session_id"],
-    "stage_start": ["session_id", "stage"],
-    "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
-    "record_failure": ["session_id", "stage", "error", "retryable"],
-    "session_resume": ["session_id", "from_stage"],
-    "session_update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers", "learnings",
-                       "decisions"],
-    "session_end": ["session_id", "summary", "abandoned"],
-    "session_report": ["period", "since", "until", "level"],
-    "session_backup": ["action", "session_id", "at"],
-}
 
 
 def test_mcp_tools_refuse_bad_input_and_stay_up(project: Path, record_property) -> None:

@@ -19,11 +19,21 @@ from session_manager.mcp_server import BACKUP_THREAD, build_server
 from session_manager.service import Service
 
 pytestmark = pytest.mark.anyio
-TOOLS = {
-    "session_start", "session_status", "stage_start", "stage_complete", "record_failure", "session_resume",
-    "session_update", "session_end", "session_report", "session_backup",
-}
 TOOLS_LIST_BUDGET = 16 * 1024
+TOOL_ARGS = {  # the contract: tool names and their argument names, in order
+    "session_start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
+    "session_status": ["session_id"],
+    "stage_start": ["session_id", "stage"],
+    "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
+    "record_failure": ["session_id", "stage", "error", "retryable"],
+    "session_resume": ["session_id", "from_stage"],
+    "session_update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers",
+                       "learnings", "decisions"],
+    "session_end": ["session_id", "summary", "abandoned"],
+    "session_report": ["period", "since", "until", "level"],
+    "session_backup": ["action", "session_id", "at"],
+}
+TOOLS = set(TOOL_ARGS)
 
 
 @pytest.fixture
@@ -83,20 +93,7 @@ async def test_tool_annotations_are_truthful(server) -> None:
 async def test_tool_argument_names_match_the_contract(server) -> None:
     async with Client(server) as client:
         schemas = {t.name: t.input_schema for t in (await client.list_tools()).tools}
-    expected = {
-        "session_start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
-        "session_status": ["session_id"],
-        "stage_start": ["session_id", "stage"],
-        "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
-        "record_failure": ["session_id", "stage", "error", "retryable"],
-        "session_resume": ["session_id", "from_stage"],
-        "session_update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers",
-                           "learnings", "decisions"],
-        "session_end": ["session_id", "summary", "abandoned"],
-        "session_report": ["period", "since", "until", "level"],
-        "session_backup": ["action", "session_id", "at"],
-    }
-    assert {name: list(schema["properties"]) for name, schema in schemas.items()} == expected
+    assert {name: list(schema["properties"]) for name, schema in schemas.items()} == TOOL_ARGS
     assert schemas["session_start"]["required"] == ["level"]
     assert schemas["stage_complete"]["required"] == ["session_id", "stage"]
     assert "required" not in schemas["session_status"]
