@@ -1,30 +1,38 @@
-"""The `session-manager` command: parse arguments, call the service, print the result.
+"""The `session-manager` command, generated from the operation registry (`operations.py`).
 
-Exit codes: 0 ok; 2 bad input, not found or a refused transition (one `error: ...` line on
-stderr, nothing written); 1 an internal fault (traceback in a log file, not on screen);
-130 interrupted.
+The words of the command line name one registry entry (`stage complete`, `usage attach`); only
+that entry's parser is built, from its request model: positional words by the entry's grammar,
+every other field as a `--flag`. The arguments are validated by the same request model the MCP
+tools use, so both surfaces refuse bad input with the same text.
+
+Exit codes: 0 ok (a change that was saved, even when a later step such as re-rendering the
+markdown or the backup failed: that is a `warning:` line on stderr); 2 bad input, not found or a
+refused transition (one `error: ...` line on stderr, nothing written); 1 an internal fault
+(traceback in a log file, not on screen); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from session_manager import __version__
+from session_manager import __version__, operations
 from session_manager.errors import InvalidInput, SessionError
 from session_manager.levels import looks_like_session_id
+from session_manager.operations import Cli, Operation
 
+PROG = "session-manager"
 ID_NOTE = "When ID is left out, the most recent active session is meant."
-# Modules that add subcommands: each has `register(sub, command)` (see build_parser).
-# Keep them light to import: heavy imports go inside their handlers.
-COMMAND_MODULES: tuple[str, ...] = ("cli_serve", "cli_hooks", "cli_templates", "cli_backup", "cli_reports")
-Handler = Callable[[argparse.Namespace], Any]
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,304 +46,244 @@ def service(actor: str = "cli") -> Any:
     return Service(actor=os.environ.get("SESSION_MANAGER_ACTOR", actor))
 
 
-def _emit(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:
-    if getattr(args, "json", False):
-        print(result.model_dump_json(indent=2))
-    else:
-        print(human(result))
+# -- the positional grammar -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Word:
+    field: str
+    kind: str  # "id", "one", "optional", "list", "text"
+
+    @property
+    def metavar(self) -> str:
+        name = "ID" if self.kind == "id" else self.field.upper()
+        return {"id": "[ID]", "one": name, "optional": f"[{name}]", "list": f"{name}...",
+                "text": f"[{name}...]"}[self.kind]
 
 
-def _split_id(words: list[str], minimum: int = 0) -> tuple[str | None, list[str]]:
-    """`[ID] REST...`: the first word is the session id when it has the shape of one."""
-    if words and len(words) > minimum and looks_like_session_id(words[0]):
-        return words[0], words[1:]
-    return None, words
-
-
-def _pairs(items: list[str] | None, what: str, convert: Callable[[str], Any] = str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"{what} must be NAME=VALUE, got {item!r}")
-        try:
-            result[key.strip()] = convert(value.strip())
-        except ValueError:
-            raise InvalidInput(f"{what} {key}: {value!r} is not a number") from None
-    return result
-
-
-# -- handlers -----------------------------------------------------------------------
-def cmd_start(args: argparse.Namespace) -> None:
-    from session_manager import views
-    from session_manager.levels import resolve_level
-
-    level = resolve_level(args.level)
-    words = list(args.words)
-    number = None
-    if level.needs_number and words:
-        if not words[0].isdigit():
-            raise InvalidInput(f"episode number must be a whole number, got {words[0]!r}")
-        number = int(words.pop(0))
-    topic = args.topic or (" ".join(words) if words else None)
-    result = service().start(
-        level=level.name, number=number, topic=topic, complexity=args.complexity, tag=args.tag,
-        budget_usd=args.budget, objectives=args.objective or None,
-    )
-    _emit(args, result, lambda r: f"started {r.state.session_id}\n  {r.folder}\n\n" + views.session_detail(r))
-
-
-def cmd_init(args: argparse.Namespace) -> None:
-    args.level, args.words = "production", [str(args.episode)]
-    cmd_start(args)
-
-
-def cmd_status(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    svc = service()
-    if args.id:
-        _emit(args, svc.show(session_id=args.id), views.session_detail)
-    else:
-        _emit(args, svc.list_sessions(status="active"),
-              lambda r: views.session_list(r, "no active sessions (start one: session-manager start dev)"))
-
-
-def cmd_show(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    _emit(args, service().show(session_id=args.id), views.session_detail)
-
-
-def cmd_list(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    result = service().list_sessions(level=args.level, status=args.status, since=args.since, limit=args.limit)
-    _emit(args, result, views.session_list)
-
-
-def cmd_end(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    result = service().end(session_id=args.id, summary=args.summary, abandoned=args.abandon)
-    _emit(args, result, views.ended)
-
-
-def _update(field: str, minimum: int) -> Handler:
-    def handler(args: argparse.Namespace) -> None:
-        from session_manager import views
-
-        session_id, items = _split_id(args.words, minimum)
-        if not items:
-            raise InvalidInput("give at least one item after the session id")
-        result = service().update(session_id=session_id, **{field: items})
-        _emit(args, result, lambda r: views.update_summary(r, field, items))
-
-    return handler
-
-
-def cmd_stage_start(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    session_id, rest = _split_id(args.words)
-    if len(rest) > 1:
-        raise InvalidInput("stage start takes [ID] [STAGE]")
-    result = service().stage_start(session_id=session_id, stage=rest[0] if rest else None)
-    _emit(args, result, views.stage_result)
-
-
-def _id_and_stage(words: list[str], command: str) -> tuple[str | None, str]:
-    session_id, rest = _split_id(words, 1)
-    if len(words) == 1 and looks_like_session_id(words[0]):
-        raise InvalidInput(f"{command} needs a STAGE after the session id: {command} {words[0]} STAGE")
-    if len(rest) != 1:
-        raise InvalidInput(f"{command} takes [ID] STAGE, got {len(words)} words")
-    return session_id, rest[0]
-
-
-def cmd_stage_complete(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    session_id, stage = _id_and_stage(args.words, "stage complete")
-    result = service().stage_complete(
-        session_id=session_id, stage=stage, outputs=_pairs(args.output, "--output") or None,
-        quality=_pairs(args.quality, "--quality", float) or None, cost_usd=args.cost, tokens=args.tokens,
-        model=args.model, notes=args.notes,
-    )
-    _emit(args, result, views.stage_result)
-
-
-def cmd_stage_fail(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    session_id, stage = _id_and_stage(args.words, "stage fail")
-    result = service().record_failure(session_id=session_id, stage=stage, error=args.error, retryable=not args.fatal)
-    _emit(args, result, views.stage_result)
-
-
-def _override(kind: str) -> Handler:
-    def handler(args: argparse.Namespace) -> None:
-        from session_manager import views
-
-        session_id, stage = _id_and_stage(args.words, kind)
-        svc = service()
-        operation = svc.bypass if kind == "bypass" else svc.skip
-        result = operation(session_id=session_id, stage=stage, reason=args.reason)
-        _emit(args, result, lambda r: views.stage_result(r, "bypassed" if kind == "bypass" else "skipped"))
-
-    return handler
-
-
-def cmd_resume(args: argparse.Namespace) -> None:
-    from session_manager import views
-
-    result = service().resume(session_id=args.id, from_stage=args.from_stage)
-    _emit(args, result, views.stage_result)
-
-
-def cmd_log(args: argparse.Namespace) -> None:
-    import json
-
-    session_id, records, skipped = service().journal(args.id)
-    if skipped:
-        print(f"warning: {skipped} unreadable line(s) in {session_id}/events.jsonl skipped"
-              " (a write cut short by a crash)", file=sys.stderr)
-    for record in records[-args.limit:]:
-        if args.json:
-            print(json.dumps(record))
+def words_of(cli: Cli) -> list[Word]:
+    out = []
+    for token in cli.args.split():
+        if token == "ID?":
+            out.append(Word("session_id", "id"))
+        elif token.endswith("..."):
+            out.append(Word(token[:-3], "list"))
+        elif token.endswith("*"):
+            out.append(Word(token[:-1], "text"))
+        elif token.endswith("?"):
+            out.append(Word(token[:-1], "optional"))
         else:
-            extra = {k: v for k, v in record.items() if k not in ("session_id", "at", "actor", "event")}
-            detail = " ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], ""))
-            print(f"{record['at']}  {record['actor']:<6} {record['event']:<18} {detail}")
+            out.append(Word(token, "one"))
+    return out
 
 
-# -- parser -------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="session-manager",
-        description="Durable, resumable sessions for AI-assisted work. " + ID_NOTE,
-    )
-    parser.add_argument("--version", action="version", version=f"session-manager {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+def bind_words(cli: Cli, grammar: list[Word], words: list[str], fields: dict[str, Any]) -> dict[str, Any]:
+    """The request fields that the positional `words` stand for, by the entry's grammar."""
+    out: dict[str, Any] = {}
+    rest = list(words)
+    usage = " ".join(w.metavar for w in grammar) or "no words"
+    for index, word in enumerate(grammar):
+        needed = sum(1 for w in grammar[index + 1:] if w.kind in ("one", "list"))
+        if word.kind == "id":
+            if rest and looks_like_session_id(rest[0]) and len(rest) > needed:
+                out["session_id"] = rest.pop(0)
+            elif rest and looks_like_session_id(rest[0]) and needed:
+                missing = next(w for w in grammar[index + 1:] if w.kind in ("one", "list"))
+                raise InvalidInput(f"{cli.path} needs {missing.metavar} after the session id:"
+                                   f" {cli.path} {rest[0]} {missing.metavar}")
+        elif word.kind == "one":
+            if not rest:
+                raise InvalidInput(f"{cli.path} needs {word.metavar}: {cli.path} {usage}")
+            out[word.field] = rest.pop(0)
+        elif word.kind == "optional":
+            if rest and not (_is_int(fields[word.field]) and not rest[0].isdigit()):
+                out[word.field] = rest.pop(0)
+        elif word.kind == "list":
+            if not rest:
+                raise InvalidInput(f"{cli.path} needs at least one {word.field.upper()}: {cli.path} {usage}")
+            out[word.field], rest = rest, []
+        elif rest:  # text: the remaining words
+            out[word.field], rest = " ".join(rest), []
+    if rest:
+        raise InvalidInput(f"{cli.path} takes {usage}; unexpected {' '.join(rest)!r}")
+    return out
 
-    def command(name: str, handler: Handler, help: str, json: bool = True, **kw: Any) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help + " " + ID_NOTE, **kw)
-        p.set_defaults(handler=handler)
-        if json:
-            p.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
-        return p
 
-    p = command("start", cmd_start, "Start a session: start prod 5 --topic CRISPR, start dev \"fix gantt\".")
-    p.add_argument("level", metavar="LEVEL", help="dev|1, prod|production|2, platform|plan|3, coded|code|4")
-    p.add_argument("words", nargs="*", metavar="ARG", help="production: the episode number, then topic words;"
-                   " other levels: topic words")
-    _start_options(p)
+# -- field types ------------------------------------------------------------------------------
+def _unwrap(annotation: Any) -> Any:
+    """`X | None` and `Annotated[X, ...]` down to X."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            options = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(options) != 1:
+                return annotation
+            annotation = options[0]
+        else:
+            return annotation
 
-    p = command("init", cmd_init, "Start a production session (seed spelling of `start prod N`).")
-    p.add_argument("--episode", type=int, required=True, help="episode number")
-    _start_options(p)
 
-    p = command("status", cmd_status, "Show one session, or every active session across levels.")
-    p.add_argument("id", nargs="?", metavar="ID")
-    p = command("show", cmd_show, "Show one session in detail.")
-    p.add_argument("id", nargs="?", metavar="ID")
+def _is_int(info: Any) -> bool:
+    return _unwrap(info.annotation) is int
 
-    p = command("list", cmd_list, "List sessions, newest first.")
-    p.add_argument("--level", help="only this level (any alias)")
-    p.add_argument("--status", choices=["active", "initialized", "in_progress", "completed", "failed", "abandoned"])
-    p.add_argument("--since", help="only sessions started on or after this date (YYYY-MM-DD)")
-    p.add_argument("--limit", type=int)
 
-    p = command("end", cmd_end, "End a session: completed, or abandoned with --abandon.")
-    p.add_argument("id", nargs="?", metavar="ID")
-    p.add_argument("--summary", help="what the session achieved")
-    p.add_argument("--abandon", action="store_true", help="end it as abandoned instead of completed")
+def _add_flag(parser: argparse.ArgumentParser, name: str, info: Any, cli: Cli) -> None:
+    flag = cli.flags.get(name, name.replace("_", "-"))
+    negated = flag.startswith("!")
+    flag = "--" + flag.lstrip("!")
+    kind = _unwrap(info.annotation)
+    origin = typing.get_origin(kind)
+    help_text = info.description or ""
+    required = name in cli.required
+    if kind is bool:
+        parser.add_argument(flag, dest=name, action="store_false" if negated else "store_true",
+                            default=None, help=help_text)
+    elif origin is list:
+        parser.add_argument(flag, dest=name, action="append", metavar="TEXT", help=help_text + " (repeat)")
+    elif origin is dict:
+        parser.add_argument(flag, dest=name, action="append", metavar="NAME=VALUE", help=help_text + " (repeat)")
+    elif origin is typing.Literal:
+        parser.add_argument(flag, dest=name, choices=[str(c) for c in typing.get_args(kind)], help=help_text,
+                            required=required)
+    else:
+        metavar = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
+        parser.add_argument(flag, dest=name, metavar=metavar, help=help_text, required=required)
 
-    for noun, verbs in {
-        "task": {"add": ("add_tasks", "Add tasks: task add [ID] TEXT..."),
-                 "done": ("complete_tasks", "Complete tasks by #id or exact text: task done [ID] REF...")},
-        "blocker": {"add": ("blockers", "Record blockers: blocker add [ID] TEXT..."),
-                    "clear": ("clear_blockers", "Clear blockers by #id or exact text: blocker clear [ID] REF...")},
-        "learning": {"add": ("learnings", "Record learnings: learning add [ID] TEXT...")},
-        "decision": {"add": ("decisions", "Record decisions: decision add [ID] TEXT...")},
-    }.items():
-        group = sub.add_parser(noun, help=f"{noun}s of a session ({', '.join(verbs)})")
-        verbs_sub = group.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser, required=True)
-        for verb, (field, text) in verbs.items():
-            p = verbs_sub.add_parser(verb, help=text, description=text + " " + ID_NOTE)
-            p.set_defaults(handler=_update(field, 1))
-            p.add_argument("words", nargs="+", metavar="[ID] TEXT")
-            p.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
 
-    stage = sub.add_parser("stage", help="pipeline stages (start, complete, fail, skip)")
-    stage_sub = stage.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser, required=True)
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--{flag} must be NAME=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
 
-    def stage_command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
-        p = stage_sub.add_parser(name, help=help, description=help + " " + ID_NOTE)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
-        return p
 
-    p = stage_command("start", cmd_stage_start, "Start a stage (the next one when none is named): stage start [ID] [STAGE].")
-    p.add_argument("words", nargs="*", metavar="[ID] [STAGE]")
-    p = stage_command("complete", cmd_stage_complete, "Complete a stage, evaluate its gate, hand over: stage complete [ID] STAGE.")
-    p.add_argument("words", nargs="+", metavar="[ID] STAGE")
-    p.add_argument("--quality", action="append", metavar="METRIC=SCORE", help="a score 0..1 (repeat); overall=... sets the overall score")
-    p.add_argument("--output", action="append", metavar="NAME=VALUE", help="an output handed to the next stage (repeat)")
-    p.add_argument("--cost", type=float, metavar="USD", help="what the stage cost in USD")
-    p.add_argument("--tokens", type=int, help="tokens the stage used")
-    p.add_argument("--model", help="the model that ran the stage")
-    p.add_argument("--notes", help="free text kept in the stage record")
-    p = stage_command("fail", cmd_stage_fail, "Record a failure of a stage: retry, or escalate after the last attempt.")
-    p.add_argument("words", nargs="+", metavar="[ID] STAGE")
-    p.add_argument("--error", required=True, help="what went wrong")
-    p.add_argument("--fatal", action="store_true", help="not retryable: escalate at once")
-    p = stage_command("skip", _override("skip"), "Skip a stage that is not needed (logged).")
-    p.add_argument("words", nargs="+", metavar="[ID] STAGE")
-    p.add_argument("--reason", default="not needed", help="why it is skipped")
-
-    p = command("bypass", _override("bypass"), "Bypass a stage's gate or failure: a logged override with a reason.")
-    p.add_argument("words", nargs="+", metavar="[ID] STAGE")
-    p.add_argument("--reason", required=True, help="why (kept in the events and the status)")
-
-    p = command("resume", cmd_resume, "Resume a failed or interrupted session, at the failure point or --from a completed stage.")
-    p.add_argument("id", nargs="?", metavar="ID")
-    p.add_argument("--from", dest="from_stage", metavar="STAGE", help="re-open this completed stage and the ones after it")
-
-    p = command("log", cmd_log, "Show the session's journal (events.jsonl).")
-    p.add_argument("id", nargs="?", metavar="ID")
-    p.add_argument("--limit", type=int, default=50, help="last N events (default 50)")
-
-    import importlib
-
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"session_manager.{name}").register(sub, command)
+# -- one entry's parser ---------------------------------------------------------------------------
+def build_parser(op: Operation, cli: Cli) -> Parser:
+    grammar = words_of(cli)
+    fields = op.request_model().model_fields
+    description = cli.summary or op.summary
+    if any(w.kind == "id" for w in grammar):
+        description += " " + ID_NOTE
+    parser = Parser(prog=f"{PROG} {cli.path}", description=description)
+    if grammar:
+        parser.add_argument("words", nargs="*", metavar=" ".join(w.metavar for w in grammar),
+                            help="; ".join(f"{w.metavar}: {fields[w.field].description}" for w in grammar
+                                           if w.kind != "id" and fields[w.field].description) or None)
+    positional = {w.field for w in grammar if w.kind != "text"}
+    for name, info in fields.items():
+        if name in op.internal or name in cli.fixed or name in positional:
+            continue
+        if cli.only is not None and name not in cli.only:
+            continue
+        _add_flag(parser, name, info, cli)
+    for option in cli.options:
+        parser.add_argument(option.flag, metavar=option.metavar, choices=option.choices, help=option.help)
+    if cli.json:
+        parser.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
     return parser
 
 
-def _start_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--topic", help="what the session is about")
-    p.add_argument("--complexity", type=int, help="1 (simple) to 10")
-    p.add_argument("--tag", help="replaces the time in the id, e.g. test -> ep_001_20261121_test")
-    p.add_argument("--budget", type=float, metavar="USD", help="budget for the session (production default $5)")
-    p.add_argument("--objective", action="append", metavar="TEXT", help="an objective (repeat)")
+def arguments_of(op: Operation, cli: Cli, namespace: argparse.Namespace) -> dict[str, Any]:
+    """The request's arguments: the bound words, the flags given, and the entry's fixed values."""
+    fields = op.request_model().model_fields
+    grammar = words_of(cli)
+    bound = bind_words(cli, grammar, getattr(namespace, "words", []), fields) if grammar else {}
+    args: dict[str, Any] = dict(cli.defaults)
+    for name, info in fields.items():
+        value = getattr(namespace, name, None)
+        if value is None:
+            continue
+        if typing.get_origin(_unwrap(info.annotation)) is dict:
+            value = _pairs(value, cli.flags.get(name, name.replace("_", "-")))
+        args[name] = value
+    for name, value in bound.items():
+        if name in args and name not in cli.defaults:
+            flag = cli.flags.get(name, name.replace("_", "-"))
+            raise InvalidInput(f"give the {name.replace('_', ' ')} as words or --{flag}, not both")
+        args[name] = value
+    args.update(cli.fixed)
+    return args
+
+
+# -- running ------------------------------------------------------------------------------------
+def call_view(view: Any, result: Any, request: Any, options: dict[str, Any]) -> str:
+    """A view takes the result, and the request and the options when it names them."""
+    wanted = inspect.signature(view).parameters
+    extra = {name: value for name, value in (("request", request), ("options", options)) if name in wanted}
+    return str(view(result, **extra))
+
+
+def run(op: Operation, cli: Cli, words: list[str]) -> int:
+    namespace = build_parser(op, cli).parse_args(words)
+    arguments = arguments_of(op, cli, namespace)
+    from session_manager.service import validate_request
+
+    request = validate_request(op.name, arguments)
+    if op.runs:
+        operations.load(op.runs)(request)
+        return 0
+    svc = service()
+    result = getattr(svc, op.name)(request)
+    options = {o.flag.lstrip("-").replace("-", "_"): getattr(namespace, o.flag.lstrip("-").replace("-", "_"))
+               for o in cli.options}
+    options.update(json=getattr(namespace, "json", False), service=svc)
+    view = operations.load(cli.view or op.view) if (cli.view or op.view) else None
+    if view is not None and "options" in inspect.signature(view).parameters:
+        print(call_view(view, result, request, options))  # the view handles --json and its options
+    elif options["json"] or view is None:
+        print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else result)
+    else:
+        print(call_view(view, result, request, options))
+    for warning in svc.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def top_help() -> str:
+    lines = [f"usage: {PROG} COMMAND [ARGS] [--json]", "",
+             "Durable, resumable sessions for AI-assisted work. " + ID_NOTE, "", "commands:"]
+    for path, (op, cli) in operations.BY_PATH.items():
+        summary = (cli.summary or op.tool_summary or op.summary).split(". ")[0].rstrip(".")
+        lines.append(f"  {path:<16} {summary}")
+    lines += ["", f"`{PROG} COMMAND --help` tells more. Options: --version, --help."]
+    return "\n".join(lines)
+
+
+def dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(top_help())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"{PROG} {__version__}")
+        return 0
+    found = operations.cli_match(argv)
+    if found is None:
+        verbs = operations.groups().get(argv[0])
+        if verbs:
+            if len(argv) > 1 and argv[1] in ("-h", "--help"):
+                print(f"usage: {PROG} {argv[0]} VERB ...\n\nverbs: {', '.join(verbs)}")
+                return 0
+            given = f" (got {argv[1]!r})" if len(argv) > 1 else ""
+            raise InvalidInput(f"{argv[0]} takes a verb: {', '.join(verbs)}{given}")
+        raise InvalidInput(f"unknown command {argv[0]!r}; commands: {', '.join(sorted(set(operations.BY_PATH)))}"
+                           f" (see `{PROG} --help`)")
+    op, cli, used = found
+    return run(op, cli, argv[used:])
 
 
 def _log_internal_error() -> Path:
     path = Path(tempfile.gettempdir()) / "session-manager-errors.log"
     with path.open("a") as handle:
-        handle.write(f"--- session-manager {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n")
+        handle.write(f"--- session-manager {' '.join(sys.argv[1:2])}\n{traceback.format_exc()}\n")
     return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        if not getattr(args, "handler", None):
-            build_parser().print_help()
-            return 2
-        args.handler(args)
-        return 0
+        return dispatch(list(sys.argv[1:] if argv is None else argv))
     except SessionError as exc:
         # the same message the MCP tools return, word for word (field names as the tools name them)
         print(f"error: {exc}", file=sys.stderr)

@@ -49,7 +49,8 @@ def resolve_level(text: str | int) -> Level:
     level = _ALIASES.get(key)
     if level is None:
         accepted = ", ".join(f"{lv.name} ({'/'.join(lv.aliases)})" for lv in LEVELS.values())
-        raise InvalidInput(f"unknown level {str(text)!r}; use one of: {accepted}")
+        shown = str(text) if len(str(text)) <= 40 else str(text)[:37] + "..."
+        raise InvalidInput(f"unknown level {shown!r}; use one of: {accepted}")
     return level
 
 

@@ -11,6 +11,8 @@ prints; anything else is our fault and is logged by the SDK.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import queue
 import re
@@ -23,13 +25,13 @@ from typing import Annotated, Any, Literal
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError, UnexpectedToolError
 from mcp.server.mcpserver.prompts.base import Prompt
-from mcp.server.mcpserver.tools.base import Tool
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from mcp_types import Tool as MCPTool
 from pydantic import BaseModel, Field, ValidationError
 
-from session_manager import __version__
-from session_manager.errors import InvalidInput, NotFound, SessionError, describe_validation_error
-from session_manager.results import SessionDetail, StageDecision, StageResult
+from session_manager import __version__, operations
+from session_manager.errors import InvalidInput, NotFound, SessionError
+from session_manager.operations import Effect, Operation
 from session_manager.service import Service
 from session_manager.store import find_root
 
@@ -69,161 +71,93 @@ def compact_schema(node: Any, names: bool = False) -> Any:
 
 
 
-class SessionView(BaseModel):
-    """A session; stages as `name: status (attempts, score: note)`, tasks and blockers as `#id text`."""
-
-    session_id: str
-    level: str
-    status: str
-    topic: str | None = None
-    current_stage: str | None = None
-    progress_percent: float
-    stages: list[str]
-    total_cost: float
-    budget_usd: float | None = None
-    quality: float | None = None
-    errors: int
-    tasks_pending: list[str]
-    tasks_done: int
-    blockers: list[str]
-    alerts: list[str]
-    minutes_left: float | None = None
-    summary: str | None = None
-
-    @classmethod
-    def of(cls, detail: SessionDetail) -> SessionView:
-        state, meta = detail.state, detail.metadata
-        progress = state.progress
-        return cls(
-            session_id=state.session_id, level=state.level, status=str(state.status), topic=meta.topic,
-            current_stage=state.current_stage, progress_percent=progress.percent,
-            stages=[_stage_line(name, stage) for name, stage in state.stages.items()],
-            total_cost=state.cost_tracking.total_cost, budget_usd=state.budget.usd,
-            quality=state.quality_overall, errors=state.error_count,
-            tasks_pending=[f"#{t.id} {t.title}" for t in progress.tasks_pending],
-            tasks_done=len(progress.tasks_completed),
-            blockers=[f"#{b.id} {b.text}" for b in progress.blockers],
-            alerts=[f"{a.severity} {a.kind}: {a.message}" for a in state.alerts],
-            minutes_left=(round(detail.estimate_remaining_seconds / 60, 1)
-                          if detail.estimate_remaining_seconds is not None else None),
-            summary=state.summary,
-        )
-
-
-def _stage_line(name: str, stage: Any) -> str:
-    details = []
-    if stage.attempts:
-        details.append(f"attempt {stage.attempts}")
-    if stage.overall_score is not None:
-        details.append(f"score {stage.overall_score:.2f}")
-    line = f"{name}: {stage.status}" + (f" ({', '.join(details)})" if details else "")
-    note = stage.override_reason or stage.feedback or stage.last_error
-    return line + (f": {note[:200]}" if note else "")
-
-
-class SessionsView(BaseModel):
-    sessions: list[SessionView]
-
-
-class StageOutcome(StageDecision):
-    """The pipeline's decision: started, advanced, completed, retry, routed_back, escalated or resumed."""
-
-    alerts: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, result: StageResult) -> StageOutcome:
-        return cls(**result.model_dump(exclude={"alerts"}),
-                   alerts=[f"{a.severity} {a.kind}: {a.message}" for a in result.alerts])
-
-
-class ReportView(BaseModel):
-    """A period's sessions in figures; rates are 0..1, money in USD, lines as short text."""
-
-    period: str
-    since: str
-    until: str
-    level: str | None = None
-    sessions: int
-    finished: int
-    in_progress: int
-    failed: int
-    abandoned: int
-    completion_rate: float | None = None
-    error_recovery_rate: float | None = None
-    quality_mean: float | None = None
-    quality_stdev: float | None = None
-    cost_usd: float
-    cost_per_session_usd: float | None = None
-    cost_vs_target: float | None = None
-    minutes_to_complete: float | None = None
-    cost_by_stage: list[str]
-    gate_failures: list[str]
-    recurring_errors: list[str]
-    alerts: list[str]
-    trend: list[str]
-
-    @classmethod
-    def of(cls, report: Any) -> ReportView:
-        counts, cost = report.sessions, report.cost
-        quality = report.quality.get("overall")
-        done = report.time_to_completion_seconds.median
-        return cls(
-            period=report.period, since=_day(report.since), until=_day(report.until), level=report.level,
-            sessions=counts.run, finished=counts.finished, in_progress=counts.in_progress, failed=counts.failed,
-            abandoned=counts.abandoned, completion_rate=counts.completion_rate,
-            error_recovery_rate=counts.error_recovery_rate,
-            quality_mean=quality.mean if quality else None, quality_stdev=quality.stdev if quality else None,
-            cost_usd=round(cost.total_usd, 4), cost_per_session_usd=cost.per_session.mean,
-            cost_vs_target=cost.vs_target, minutes_to_complete=round(done / 60, 1) if done is not None else None,
-            cost_by_stage=[f"{c.stage}: ${c.total_usd:.2f} ({c.share:.0%})" for c in cost.by_stage],
-            gate_failures=[f"{g.stage}: {g.failures} in {g.sessions} session(s)" for g in report.gate_failures],
-            recurring_errors=[f"{e.pattern} x{e.count} in {e.sessions} session(s) ({', '.join(e.stages)})"
-                              for e in report.recurring_errors],
-            alerts=[f"{a.session_id} {a.severity} {a.kind}: {a.message}" for a in report.alerts],
-            trend=[f"{d.day}: {d.sessions} run, {d.finished} done, ${d.cost_usd:.2f}"
-                   + (f", q {d.quality:.2f}" if d.quality is not None else "") for d in report.trend],
-        )
-
-
-def _day(value: Any) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-class BackupLine(BaseModel):
-    revision: str
-    time: str
-    reason: str
-
-
-class BackupOutcome(BaseModel):
-    """now: the commit made, or why none; history: a session's backups, newest first;
-    restore: the files brought back, and how to undo it."""
-
-    action: str
-    committed: bool = False
-    revision: str | None = None
-    sessions: list[str] = Field(default_factory=list)
-    skipped: str | None = None
-    backups: list[BackupLine] = Field(default_factory=list)
-    restored: list[str] = Field(default_factory=list)
-    deleted: list[str] = Field(default_factory=list)
-    undo: str | None = None
-
-
 # -- the server --------------------------------------------------------------------------
 class SessionServer(MCPServer):
-    """One place turns the user's mistakes into tool errors, like the CLI's one handler."""
+    """The session tools are generated from the operation registry: listed with the request model's
+    strict schema, validated by that model, run in a worker thread, answered with a compact view.
+    One place turns the user's mistakes into tool errors, like the CLI's one handler."""
+
+    service_factory: Callable[[], Service]
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [*registry_tools(), *await super().list_tools()]
+
+    def _tool_input_schema(self, name: str) -> dict[str, Any] | None:
+        op = operations.BY_TOOL.get(name)
+        return input_schema(op) if op is not None else super()._tool_input_schema(name)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
-        try:
+        op = operations.BY_TOOL.get(name)
+        if op is None:
             return await super().call_tool(name, arguments, context)
-        except ToolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, SessionError):
-                return tool_error(str(cause))
-            if isinstance(cause, ValidationError) and not isinstance(exc, UnexpectedToolError):
-                return tool_error(describe_validation_error(cause))
-            raise
+        import anyio.to_thread
+
+        try:
+            view = await anyio.to_thread.run_sync(invoke, op, arguments, self.service_factory)
+        except SessionError as exc:
+            return tool_error(str(exc))
+        data = view.model_dump(mode="json", exclude_none=True)
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
+
+
+def _internal_values() -> dict[str, Callable[[], Any]]:
+    """Request fields the server sets itself, not the caller."""
+    return {"claude_session": _claude_session}
+
+
+def invoke(op: Operation, arguments: dict[str, Any], factory: Callable[[], Service]) -> BaseModel:
+    """Run one tool call: unknown argument names are refused (naming the allowed ones) before
+    anything is read or written; the request model validates the rest."""
+    allowed = op.exposed_fields()
+    unknown = [key for key in arguments if key not in allowed]
+    if unknown:
+        names = ", ".join(repr(key) for key in unknown)
+        raise InvalidInput(f"unknown argument{'s' if len(unknown) > 1 else ''} {names} for {op.tool};"
+                           f" allowed: {', '.join(allowed) or 'none'}")
+    values = dict(arguments)
+    internal = _internal_values()
+    for name in op.internal:
+        if name in internal:
+            values[name] = internal[name]()
+    svc = factory()
+    result = getattr(svc, op.name)(**values)
+    view: BaseModel = operations.load(op.tool_view)(result)
+    if svc.warnings and hasattr(view, "warnings"):
+        view.warnings = [*(view.warnings or []), *svc.warnings]
+    return view
+
+
+def annotations_of(op: Operation) -> ToolAnnotations:
+    return ToolAnnotations(read_only_hint=op.effect == Effect.read, destructive_hint=op.effect == Effect.destroy,
+                           idempotent_hint=op.effect == Effect.read, open_world_hint=op.open_world)
+
+
+def input_schema(op: Operation) -> dict[str, Any]:
+    return _input_schema(op.name)
+
+
+@functools.cache
+def _input_schema(name: str) -> dict[str, Any]:
+    """The request model's JSON schema, compact, without the fields the server sets itself;
+    strict: `additionalProperties: false`."""
+    op = operations.get(name)
+    schema = compact_schema(op.request_model().model_json_schema())
+    properties = schema.get("properties", {})
+    for name in op.internal:
+        properties.pop(name, None)
+    if "required" in schema:
+        schema["required"] = [name for name in schema["required"] if name in properties]
+    schema["properties"] = properties
+    schema["additionalProperties"] = False
+    return schema
+
+
+@functools.cache
+def registry_tools() -> tuple[MCPTool, ...]:
+    return tuple(MCPTool(name=op.tool, description=op.tool_summary or op.summary, input_schema=input_schema(op),
+                         annotations=annotations_of(op))
+                 for op in operations.OPERATIONS if op.tool)
 
 
 def tool_error(message: str) -> CallToolResult:
@@ -247,134 +181,6 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
             svc.defer_backup = backup_requests.put
         return svc
 
-    # -- tools ------------------------------------------------------------------------
-    def session_start(
-        level: Annotated[str, Field(description=LEVEL)],
-        number: Annotated[int | None, Field(description="episode number (prod only)")] = None,
-        topic: str | None = None,
-        complexity: Annotated[int | None, Field(description="1-10")] = None,
-        tag: Annotated[str | None, Field(description="replaces the time in the id")] = None,
-        budget_usd: float | None = None,
-        objectives: list[str] | None = None,
-    ) -> SessionView:
-        # the conversation's token usage belongs to this session: start records its id
-        detail = service().start(level=level, number=number, topic=topic, complexity=complexity, tag=tag,
-                                 budget_usd=budget_usd, objectives=objectives, claude_session=_claude_session())
-        return SessionView.of(detail)
-
-    def session_status(
-        session_id: Annotated[str | None, Field(description="omit for every active session")] = None,
-    ) -> SessionsView:
-        svc = service()
-        if session_id is not None:
-            return SessionsView(sessions=[SessionView.of(svc.show(session_id=session_id))])
-        active = svc.list_sessions(status="active").sessions
-        return SessionsView(sessions=[SessionView.of(svc.show(session_id=s.session_id)) for s in active])
-
-    def stage_start(
-        session_id: str,
-        stage: Annotated[str | None, Field(description="omit for the next pending stage")] = None,
-    ) -> StageOutcome:
-        return StageOutcome.of(service().stage_start(session_id=session_id, stage=stage))
-
-    def stage_complete(
-        session_id: str,
-        stage: str,
-        outputs: Annotated[dict[str, str] | None, Field(description="handed to the next stage")] = None,
-        quality: Annotated[dict[str, float] | None, Field(description="metric: 0..1; overall sets the score")] = None,
-        cost_usd: float | None = None,
-        tokens: int | None = None,
-        model: str | None = None,
-        notes: str | None = None,
-    ) -> StageOutcome:
-        return StageOutcome.of(service().stage_complete(
-            session_id=session_id, stage=stage, outputs=outputs, quality=quality, cost_usd=cost_usd,
-            tokens=tokens, model=model, notes=notes))
-
-    def record_failure(
-        session_id: str,
-        stage: str,
-        error: str,
-        retryable: Annotated[bool, Field(description="false escalates at once")] = True,
-    ) -> StageOutcome:
-        return StageOutcome.of(service().record_failure(
-            session_id=session_id, stage=stage, error=error, retryable=retryable))
-
-    def session_resume(
-        session_id: str,
-        from_stage: Annotated[str | None, Field(description="a completed stage to redo from")] = None,
-    ) -> StageOutcome:
-        return StageOutcome.of(service().resume(session_id=session_id, from_stage=from_stage))
-
-    def session_update(
-        session_id: str,
-        add_tasks: list[str] | None = None,
-        complete_tasks: Annotated[list[str] | None, Field(description="task ids (#3) or exact titles")] = None,
-        blockers: list[str] | None = None,
-        clear_blockers: Annotated[list[str] | None, Field(description="blocker ids or exact texts")] = None,
-        learnings: list[str] | None = None,
-        decisions: list[str] | None = None,
-    ) -> SessionView:
-        return SessionView.of(service().update(
-            session_id=session_id, add_tasks=add_tasks, complete_tasks=complete_tasks, blockers=blockers,
-            clear_blockers=clear_blockers, learnings=learnings, decisions=decisions))
-
-    def session_end(
-        session_id: str,
-        summary: str | None = None,
-        abandoned: bool = False,
-    ) -> SessionView:
-        return SessionView.of(service().end(session_id=session_id, summary=summary, abandoned=abandoned))
-
-    def session_report(
-        period: Literal["today", "week", "month"] = "week",
-        since: Annotated[str | None, Field(description="YYYY-MM-DD, overrides period")] = None,
-        until: Annotated[str | None, Field(description="YYYY-MM-DD")] = None,
-        level: Annotated[str | None, Field(description=LEVEL + "; omit for all")] = None,
-    ) -> ReportView:
-        return ReportView.of(service().report(period=period, since=since, until=until, level=level))
-
-    def session_backup(
-        action: Literal["now", "history", "restore"] = "now",
-        session_id: Annotated[str | None, Field(description="history/restore; omit for the active one")] = None,
-        at: Annotated[str | None, Field(description="restore: a revision from history")] = None,
-    ) -> BackupOutcome:
-        svc = service()
-        if action == "now":
-            if session_id is not None or at is not None:
-                raise InvalidInput("backup now saves every session: give no session_id or at")
-            done = svc.backup_now(reason="manual")
-            return BackupOutcome(action=action, committed=done.committed, revision=done.short,
-                                 sessions=done.sessions, skipped=done.skipped)
-        if action == "history":
-            if at is not None:
-                raise InvalidInput("at is for restore; history lists every backup of the session")
-            found = svc.backup_history(session_id=session_id)
-            return BackupOutcome(action=action, sessions=[found.session_id], backups=[
-                BackupLine(revision=e.short, time=e.time.strftime("%Y-%m-%dT%H:%M:%S%z"), reason=e.reason)
-                for e in found.entries])
-        back = svc.backup_restore(session_id=session_id, at=at)
-        return BackupOutcome(action=action, committed=back.backup_before.committed, revision=back.short,
-                             sessions=[back.session_id], restored=back.restored, deleted=back.deleted,
-                             undo=back.undo)
-
-    write = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
-                            open_world_hint=False)
-    read = ToolAnnotations(read_only_hint=True, open_world_hint=False)
-    tools: list[tuple[Callable[..., Any], str, ToolAnnotations]] = [
-        (session_start, "Start a work session; production needs an episode number.", write),
-        (session_status, "Show a session, or every active session.", read),
-        (stage_start, "Start a pipeline stage (the next one when none is named).", write),
-        (stage_complete, "Complete a stage: record outputs, quality, cost; the gate decides what is next.", write),
-        (record_failure, "Record a stage failure: retry while attempts remain, else escalate.", write),
-        (session_resume, "Resume a failed or interrupted session, optionally from a completed stage.", write),
-        (session_update, "Add or complete tasks, add or clear blockers, record learnings and decisions.", write),
-        (session_end, "End a session as completed, or abandoned.", write),
-        (session_report, "Report on sessions of today, the week, the month or a date range.", read),
-        (session_backup, "Back up session files to git now, list a session's backups, or restore one.",
-         ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)),
-    ]
-
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
         stop = threading.Event()
@@ -390,8 +196,8 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
 
     server = SessionServer(
         SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
-        tools=[_tool(fn, description, annotations) for fn, description, annotations in tools],
     )
+    server.service_factory = service
     _add_resources(server, service)
     _add_prompts(server)
     return server
@@ -402,13 +208,6 @@ def _claude_session() -> str | None:
     CLAUDE_CODE_SESSION_ID for its MCP servers); None outside Claude Code or when malformed."""
     value = os.environ.get("CLAUDE_CODE_SESSION_ID", "")
     return value if re.fullmatch(r"[A-Za-z0-9_-]{1,100}", value) else None
-
-
-def _tool(fn: Callable[..., Any], description: str, annotations: ToolAnnotations) -> Tool:
-    tool = Tool.from_function(fn, description=description, annotations=annotations)
-    tool.parameters = compact_schema(tool.parameters)
-    tool.fn_metadata.output_schema = compact_schema(tool.fn_metadata.output_schema)
-    return tool
 
 
 def _start_backup_loop(project: Path, stop: threading.Event, requests: queue.Queue[str]) -> threading.Thread:

@@ -12,13 +12,12 @@ import os
 import re
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError
 from session_manager.levels import LEVELS
-from session_manager.requests import LevelArg, SessionId
 from session_manager.store import atomic_write
 
 if TYPE_CHECKING:
@@ -344,21 +343,6 @@ def refresh(service: Service, session_id: str, trigger: str) -> TemplateError | 
 
 
 # -- service results and requests -------------------------------------------------------
-TemplateName = Annotated[str, Field(max_length=80), AfterValidator(template_name)]
-
-
-class RenderRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
-    session_id: SessionId | None = None
-    name: TemplateName | None = None
-
-
-class TemplateShowRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True)
-    name: TemplateName
-    level: LevelArg | None = None
-
-
 class RenderResult(BaseModel):
     """The markdown files (re)written in the session folder, and memory lines added."""
 

@@ -11,7 +11,7 @@ import math
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 
 from session_manager.levels import Level, check_session_id, resolve_level
 
@@ -33,7 +33,9 @@ def _session_id(value: str) -> str:
 def _level(value: object) -> Level:
     if isinstance(value, Level):
         return value
-    return resolve_level(value)  # type: ignore[arg-type]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("must be a level name like dev or prod (or 1-4)")
+    return resolve_level(value)
 
 
 def _finite(value: float) -> float:
@@ -58,14 +60,20 @@ def _when(value: object) -> object:
 
 Text = Annotated[str, Field(max_length=4000), AfterValidator(_clean_text)]
 Title = Annotated[str, Field(max_length=500), AfterValidator(_clean_text)]
-SessionId = Annotated[str, Field(max_length=100), AfterValidator(_session_id)]
+# the schemas clients see carry the id's shape; the validator gives the message
+SessionId = Annotated[str, Field(max_length=100), AfterValidator(_session_id),
+                      WithJsonSchema({"type": "string", "pattern": r"^(dev|plan|code|ep_\d{3,6})_\d{8}_[a-z0-9-]+(_\d+)?$"})]
 StageName = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")]
-LevelArg = Annotated[Level, BeforeValidator(_level)]
+LevelArg = Annotated[Level, BeforeValidator(_level), WithJsonSchema({"type": "string"})]
 Money = Annotated[float, Field(ge=0, le=1_000_000), AfterValidator(_finite)]
 Score = Annotated[float, Field(ge=0, le=1), AfterValidator(_finite)]
 Count = Annotated[int, Field(ge=0, le=10**12)]
-When = Annotated[datetime, BeforeValidator(_when)]
+When = Annotated[datetime, BeforeValidator(_when), WithJsonSchema({"type": "string", "format": "date"})]
 Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+LEVEL_HELP = "dev, prod, platform or coded (or 1-4)"
+OptionalId = Annotated[SessionId | None, Field(description="omit for the active session touched last")]
 
 
 class Request(BaseModel):
@@ -74,81 +82,89 @@ class Request(BaseModel):
 
 
 class StartRequest(Request):
-    level: LevelArg
-    number: Annotated[int, Field(ge=1, le=999_999)] | None = None
-    topic: Title | None = None
-    complexity: Annotated[int, Field(ge=1, le=10)] | None = None
-    tag: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")] | None = None
-    budget_usd: Money | None = None
-    objectives: Annotated[list[Title], Field(max_length=100)] | None = None
+    level: Annotated[LevelArg, Field(description=LEVEL_HELP)]
+    number: Annotated[int | None, Field(ge=1, le=999_999, description="episode number (production only)")] = None
+    topic: Annotated[Title | None, Field(description="what the session is about")] = None
+    complexity: Annotated[int | None, Field(ge=1, le=10, description="1 (simple) to 10")] = None
+    tag: Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$",
+                                     description="replaces the time in the id: ep_001_20261121_TAG")] = None
+    budget_usd: Annotated[Money | None, Field(description="budget in USD (default from the config)")] = None
+    objectives: Annotated[list[Title] | None, Field(max_length=100, description="objectives of the session")] = None
     claude_session: Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
 
 
 class SessionRequest(Request):
-    session_id: SessionId | None = None
+    session_id: OptionalId = None
+
+
+class JournalRequest(Request):
+    session_id: OptionalId = None
+    limit: Annotated[int, Field(ge=1, le=100_000, description="the last N events")] = 50
 
 
 class ListRequest(Request):
-    level: LevelArg | None = None
-    status: Literal["initialized", "in_progress", "completed", "failed", "abandoned", "active"] | None = None
-    since: When | None = None
-    limit: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    level: Annotated[LevelArg | None, Field(description="only this level (any alias)")] = None
+    status: Literal["active", "initialized", "in_progress", "completed", "failed", "abandoned"] | None = None
+    since: Annotated[When | None, Field(description="started on or after this date (YYYY-MM-DD)")] = None
+    limit: Annotated[int | None, Field(ge=1, le=100_000, description="at most N sessions")] = None
 
 
 class UpdateRequest(Request):
-    session_id: SessionId | None = None
-    add_tasks: Annotated[list[Title], Field(max_length=200)] | None = None
-    complete_tasks: Annotated[list[Title], Field(max_length=200)] | None = None
-    blockers: Annotated[list[Text], Field(max_length=200)] | None = None
-    clear_blockers: Annotated[list[Title], Field(max_length=200)] | None = None
-    learnings: Annotated[list[Text], Field(max_length=200)] | None = None
-    decisions: Annotated[list[Text], Field(max_length=200)] | None = None
+    session_id: OptionalId = None
+    add_tasks: Annotated[list[Title] | None, Field(max_length=200, description="task titles")] = None
+    complete_tasks: Annotated[list[Title] | None, Field(max_length=200, description="task #ids or exact titles")] = None
+    blockers: Annotated[list[Text] | None, Field(max_length=200, description="blockers to record")] = None
+    clear_blockers: Annotated[list[Title] | None, Field(max_length=200, description="blocker #ids or exact texts")] = None
+    learnings: Annotated[list[Text] | None, Field(max_length=200)] = None
+    decisions: Annotated[list[Text] | None, Field(max_length=200)] = None
 
 
 class EndRequest(Request):
-    session_id: SessionId | None = None
-    summary: Text | None = None
-    abandoned: bool = False
+    session_id: OptionalId = None
+    summary: Annotated[Text | None, Field(description="what the session achieved")] = None
+    abandoned: Annotated[bool, Field(description="end it as abandoned instead of completed")] = False
 
 
 class StageStartRequest(Request):
-    session_id: SessionId | None = None
-    stage: StageName | None = None
+    session_id: OptionalId = None
+    stage: Annotated[StageName | None, Field(description="omit for the next pending stage")] = None
 
 
 class StageCompleteRequest(Request):
-    session_id: SessionId | None = None
+    session_id: OptionalId = None
     stage: StageName
-    outputs: Annotated[dict[Key, Title], Field(max_length=100)] | None = None
-    quality: Annotated[dict[Key, Score], Field(max_length=100)] | None = None
-    cost_usd: Money | None = None
-    tokens: Count | None = None
-    model: Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$")] | None = None
-    notes: Text | None = None
+    outputs: Annotated[dict[Key, Title] | None, Field(max_length=100, description="NAME=VALUE handed to the next stage")] = None
+    quality: Annotated[dict[Key, Score] | None, Field(max_length=100, description="METRIC=SCORE, 0..1; overall sets the score")] = None
+    cost_usd: Annotated[Money | None, Field(description="what the stage cost in USD")] = None
+    tokens: Annotated[Count | None, Field(description="tokens the stage used")] = None
+    model: Annotated[str | None, Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@/-]*$",
+                                       description="the model that ran the stage")] = None
+    notes: Annotated[Text | None, Field(description="kept in the stage record")] = None
 
 
 class RecordFailureRequest(Request):
-    session_id: SessionId | None = None
+    session_id: OptionalId = None
     stage: StageName
-    error: Text
-    retryable: bool = True
+    error: Annotated[Text, Field(description="what went wrong")]
+    retryable: Annotated[bool, Field(description="false escalates at once")] = True
 
 
 class ResumeRequest(Request):
-    session_id: SessionId | None = None
-    from_stage: StageName | None = None
+    session_id: OptionalId = None
+    from_stage: Annotated[StageName | None, Field(description="re-open this completed stage and the ones after it")] = None
 
 
 class OverrideRequest(Request):
-    session_id: SessionId | None = None
+    session_id: OptionalId = None
+    action: Annotated[Literal["bypass", "skip"], Field(description="bypass a gate or failure, or skip the stage")]
     stage: StageName
-    reason: Text
+    reason: Annotated[Text, Field(description="why (kept in the journal and the status)")]
 
 
 # -- costs, usage, reports ---------------------------------------------------------------
 ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9<][A-Za-z0-9_.:@/\[\]>-]*$")]
 Provider = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
-ReportLevel = Annotated[Level, BeforeValidator(_level)]
+ReportLevel = LevelArg
 
 
 def _until(value: object) -> object:
@@ -160,19 +176,19 @@ def _until(value: object) -> object:
     return _when(value)
 
 
-Until = Annotated[datetime, BeforeValidator(_until)]
+Until = Annotated[datetime, BeforeValidator(_until), WithJsonSchema({"type": "string", "format": "date"})]
 
 
 class RecordCostRequest(Request):
-    session_id: SessionId | None = None
-    stage: StageName | None = None
-    model: ModelName | None = None
-    input_tokens: Count = 0
-    output_tokens: Count = 0
-    cache_write_tokens: Count = 0
-    cache_read_tokens: Count = 0
-    calls: Annotated[dict[Provider, Count], Field(max_length=50)] | None = None
-    usd: Money | None = None
+    session_id: OptionalId = None
+    stage: Annotated[StageName | None, Field(description="the stage the cost belongs to")] = None
+    model: Annotated[ModelName | None, Field(description="the model that used the tokens, e.g. claude-sonnet-4-5")] = None
+    input_tokens: Annotated[Count, Field(description="input tokens")] = 0
+    output_tokens: Annotated[Count, Field(description="output tokens")] = 0
+    cache_write_tokens: Annotated[Count, Field(description="cache write (creation) tokens")] = 0
+    cache_read_tokens: Annotated[Count, Field(description="cache read tokens")] = 0
+    calls: Annotated[dict[Provider, Count] | None, Field(max_length=50, description="API calls per provider, e.g. perplexity=3")] = None
+    usd: Annotated[Money | None, Field(description="the amount in USD (skips the price table)")] = None
 
     @model_validator(mode="after")
     def _something(self) -> RecordCostRequest:
@@ -187,10 +203,14 @@ def _window(since: datetime | None, until: datetime | None) -> None:
         raise ValueError("until must be after since")
 
 
+SINCE_HELP = "from this date (YYYY-MM-DD) or time"
+UNTIL_HELP = "through this date (YYYY-MM-DD, inclusive) or up to this time"
+
+
 class UsageRequest(Request):
     period: Literal["daily", "weekly", "monthly", "session"] = "daily"
-    since: When | None = None
-    until: Until | None = None
+    since: Annotated[When | None, Field(description=SINCE_HELP)] = None
+    until: Annotated[Until | None, Field(description=UNTIL_HELP)] = None
 
     @model_validator(mode="after")
     def _order(self) -> UsageRequest:
@@ -199,14 +219,15 @@ class UsageRequest(Request):
 
 
 class UsageAttachRequest(Request):
-    session_id: SessionId | None = None
+    session_id: OptionalId = None
 
 
 class ReportRequest(Request):
-    period: Literal["today", "week", "month"] = "week"
-    since: When | None = None
-    until: Until | None = None
-    level: ReportLevel | None = None
+    period: Annotated[Literal["today", "week", "month"], Field(
+        description="today (since midnight), week (last 7 days), month (last 30 days)")] = "week"
+    since: Annotated[When | None, Field(description=SINCE_HELP + "; overrides period")] = None
+    until: Annotated[Until | None, Field(description=UNTIL_HELP)] = None
+    level: Annotated[ReportLevel | None, Field(description="only this level; omit for all")] = None
 
     @model_validator(mode="after")
     def _order(self) -> ReportRequest:
@@ -215,5 +236,44 @@ class ReportRequest(Request):
 
 
 class DashboardRequest(Request):
-    days: Annotated[int, Field(ge=1, le=366)] = 30
-    level: ReportLevel | None = None
+    days: Annotated[int, Field(ge=1, le=366, description="the window of the figures and charts")] = 30
+    level: Annotated[ReportLevel | None, Field(description="only this level; omit for all")] = None
+
+
+# -- markdown ----------------------------------------------------------------------------------
+def _template_name(value: str) -> str:
+    from session_manager.render import template_name
+
+    return template_name(value)
+
+
+TemplateName = Annotated[str, Field(max_length=80), AfterValidator(_template_name)]
+
+
+class RenderRequest(Request):
+    session_id: OptionalId = None
+    name: Annotated[TemplateName | None, Field(description="one of context, plan, tasks, tests, review, completed")] = None
+
+
+class TemplateRequest(Request):
+    name: Annotated[TemplateName, Field(description="e.g. plan, review.md, _macros")]
+    level: Annotated[LevelArg | None, Field(description="the level's variant (dev, prod, platform, coded)")] = None
+
+
+class NoArguments(Request):
+    pass
+
+
+# -- commands that are surfaces of their own ----------------------------------------------------
+class ServeRequest(Request):
+    no_backups: Annotated[bool, Field(description="do not run the periodic backup loop")] = False
+
+
+class HookRequest(Request):
+    event: Annotated[str | None, Field(max_length=64, description="session-start, stop, pre-compact or session-end"
+                                       " (default: hook_event_name from stdin)")] = None
+
+
+class WatchRequest(Request):
+    interval: Annotated[float | None, Field(gt=0, le=86_400, allow_inf_nan=False,
+                                            description="seconds between backups (default: backup.interval_seconds)")] = None

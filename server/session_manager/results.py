@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from session_manager.model import Alert, Metadata, SessionState, Timestamp
@@ -70,3 +72,20 @@ class StageDecision(BaseModel):
 
 class StageResult(StageDecision):
     alerts: list[Alert] = Field(default_factory=list)
+
+
+class Status(BaseModel):
+    """One session (`one`), or every active session across levels; damaged ones named with their restore command."""
+
+    sessions: list[SessionDetail]
+    damaged: list[str] = Field(default_factory=list)
+    one: bool = False
+
+
+class Journal(BaseModel):
+    """A session's last events (events.jsonl), oldest first."""
+
+    session_id: str
+    events: list[dict[str, Any]]
+    total: int
+    skipped: int = Field(0, description="unreadable lines (a write cut short by a crash) skipped")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -44,8 +44,12 @@ from session_manager.model import (
 )
 from session_manager.requests import (
     EndRequest,
+    JournalRequest,
     ListRequest,
+    NoArguments,
     OverrideRequest,
+    RenderRequest,
+    TemplateRequest,
     RecordFailureRequest,
     ResumeRequest,
     SessionRequest,
@@ -61,7 +65,7 @@ from session_manager.requests import (
     UsageAttachRequest,
     UsageRequest,
 )
-from session_manager.results import SessionDetail, SessionList, SessionSummary, StageResult
+from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
 from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
 
 if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off the hot path
@@ -75,42 +79,60 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
         PushResult,
         RestoreResult,
     )
-    from session_manager.render import RenderRequest, RenderResult, TemplateCopy, TemplateList, TemplateShowRequest
+    from session_manager.render import RenderResult, TemplateCopy, TemplateList
     from session_manager.costs import CostResult
     from session_manager.dashboard import Dashboard
     from session_manager.reports import Report
     from session_manager.usage import UsageAttachResult, UsageReport
 
-R = TypeVar("R", bound=BaseModel)
+Req = TypeVar("Req", bound=BaseModel)
+Res = TypeVar("Res")
 DURATIONS_FILE = "durations.json"
 DURATION_SAMPLES = 50
 
 
-def operation(request: type[R] | str) -> Callable[[Callable[[Service, R], Any]], Callable[..., Any]]:
-    """Validate keyword arguments into `request` before the operation runs. `request` may be
-    "module:Class" so a heavy module (git, jinja) is imported only when its operation runs."""
+class Op(Generic[Req, Res]):
+    """A service operation declared in the registry (`operations.py`). Call it with its request
+    model, or with keyword arguments, which are validated into that model first: bad input is
+    refused before anything is read or written."""
 
-    def wrap(fn: Callable[[Service, R], Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def run(self: Service, **kwargs: Any) -> Any:
-            model = _request_model(request) if isinstance(request, str) else request
-            try:
-                req = model.model_validate(kwargs)
-            except ValidationError as exc:
-                raise InvalidInput(describe_validation_error(exc)) from None
-            return fn(self, req)
+    def __init__(self, fn: Callable[[Service, Req], Res]) -> None:
+        self.fn = fn
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
 
-        return run
+    @overload
+    def __get__(self, svc: None, owner: type[Service]) -> Op[Req, Res]: ...
 
-    return wrap
+    @overload
+    def __get__(self, svc: Service, owner: type[Service]) -> Callable[..., Res]: ...
+
+    def __get__(self, svc: Service | None, owner: type[Service]) -> Op[Req, Res] | Callable[..., Res]:
+        if svc is None:
+            return self
+        return functools.partial(self.call, svc)
+
+    def call(self, svc: Service, req: Req | None = None, /, **kwargs: Any) -> Res:
+        if req is None:
+            req = validate_request(self.name, kwargs)
+        elif kwargs:
+            raise TypeError(f"{self.name}: give a request model or keyword arguments, not both")
+        return self.fn(svc, req)
 
 
-@functools.cache
-def _request_model(path: str) -> type[BaseModel]:
-    import importlib
+def operation(fn: Callable[[Service, Req], Res]) -> Op[Req, Res]:
+    return Op(fn)
 
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(f"session_manager.{module}"), name)
+
+def validate_request(name: str, arguments: dict[str, Any]) -> Any:
+    """`arguments` validated into the request model the registry declares for operation `name`."""
+    from session_manager import operations
+
+    model = operations.get(name).request_model()
+    try:
+        return model.model_validate(arguments)
+    except ValidationError as exc:
+        raise InvalidInput(describe_validation_error(exc)) from None
 
 
 class Service:
@@ -128,6 +150,9 @@ class Service:
         self.store = Store(self.root)
         # set by a long-running process (the MCP server) that takes trigger backups in its own thread
         self.defer_backup: Callable[[str], None] | None = None
+        # problems met after a change was committed ("saved; plan.md not updated: ..."): the change
+        # stands, so the surfaces show these as warnings (exit 0, not isError) instead of errors
+        self.warnings: list[str] = []
 
     @property
     def config(self) -> Config:
@@ -168,13 +193,18 @@ class Service:
             return
         from filelock import FileLock
 
+        from filelock import Timeout
+
         folder = self.store.private_dir()
-        with FileLock(str(folder / "durations.lock"), timeout=self.config.lock_timeout_seconds):
-            data = self._durations()
-            samples = data.setdefault(f"{level}/{stage}", [])
-            samples.append(round(seconds, 1))
-            del samples[:-DURATION_SAMPLES]
-            atomic_write(folder / DURATIONS_FILE, json.dumps(data, indent=1) + "\n", durable=False)
+        try:
+            with FileLock(str(folder / "durations.lock"), timeout=self.config.lock_timeout_seconds):
+                data = self._durations()
+                samples = data.setdefault(f"{level}/{stage}", [])
+                samples.append(round(seconds, 1))
+                del samples[:-DURATION_SAMPLES]
+                atomic_write(folder / DURATIONS_FILE, json.dumps(data, indent=1) + "\n", durable=False)
+        except (Timeout, OSError) as exc:  # derived data: the stage completion itself is saved
+            self.warnings.append(f"saved; the stage duration history was not updated ({exc})")
 
     def _finish(self, tx: Transaction) -> None:
         pipeline.evaluate_alerts(tx, self.config, self._durations())
@@ -186,9 +216,9 @@ class Service:
         from session_manager import render
 
         problem = render.refresh(self, session_id, trigger)  # markdown first, so a backup holds it
-        self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes an event
-        if problem is not None:  # raised last, after the other duties: the change itself is committed
-            raise problem
+        if problem is not None:
+            self.warnings.append(str(problem))
+        self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes a warning and an event
 
     def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
         return StageResult(
@@ -200,7 +230,7 @@ class Service:
         )
 
     # -- lifecycle --------------------------------------------------------------------
-    @operation(StartRequest)
+    @operation
     def start(self, req: StartRequest) -> SessionDetail:
         level = req.level
         if level.needs_number and req.number is None:
@@ -243,7 +273,7 @@ class Service:
         self._after_change(session_id, "session start")
         return self.show(session_id=session_id)
 
-    @operation(SessionRequest)
+    @operation
     def show(self, req: SessionRequest) -> SessionDetail:
         session_id = self.resolve_id(req.session_id)
         state = self.store.read_state(session_id)
@@ -254,7 +284,7 @@ class Service:
                              estimate_remaining_seconds=estimate,
                              folder=str(self.store.session_dir(session_id).relative_to(self.root)))
 
-    @operation(ListRequest)
+    @operation
     def list_sessions(self, req: ListRequest) -> SessionList:
         self.config  # a malformed config is reported here too, not only when writing
         levels = [req.level] if req.level else None
@@ -278,13 +308,22 @@ class Service:
         summaries.sort(key=lambda s: s.started_at, reverse=True)
         return SessionList(sessions=summaries, damaged=damaged)
 
-    def status(self, session_id: str | None = None) -> SessionList | SessionDetail:
-        """One session in detail, or every active session across levels when no id is given."""
-        if session_id is not None:
-            return self.show(session_id=session_id)
-        return self.list_sessions(status="active")
+    @operation
+    def status(self, req: SessionRequest) -> Status:
+        """One session in detail, or every active session across levels when no id is given.
+        The CLI, the MCP tool and the SessionStart hook all show this."""
+        if req.session_id is not None:
+            return Status(sessions=[self.show(session_id=req.session_id)], one=True)
+        listed = self.list_sessions(status="active")
+        details, damaged = [], list(listed.damaged)
+        for summary in listed.sessions:
+            try:
+                details.append(self.show(session_id=summary.session_id))
+            except CorruptState as exc:  # damaged between the listing and now
+                damaged.append(str(exc))
+        return Status(sessions=details, damaged=damaged, one=False)
 
-    @operation(UpdateRequest)
+    @operation
     def update(self, req: UpdateRequest) -> SessionDetail:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -321,7 +360,7 @@ class Service:
         self._after_change(session_id, "update")
         return self.show(session_id=session_id)
 
-    @operation(EndRequest)
+    @operation
     def end(self, req: EndRequest) -> SessionDetail:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -348,7 +387,7 @@ class Service:
         return self.show(session_id=session_id)
 
     # -- pipeline ---------------------------------------------------------------------
-    @operation(StageStartRequest)
+    @operation
     def stage_start(self, req: StageStartRequest) -> StageResult:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -357,7 +396,7 @@ class Service:
         self._after_change(session_id, "stage start")
         return self._stage_result(tx.state, outcome)
 
-    @operation(StageCompleteRequest)
+    @operation
     def stage_complete(self, req: StageCompleteRequest) -> StageResult:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -372,7 +411,7 @@ class Service:
         self._after_change(session_id, "stage complete")
         return self._stage_result(tx.state, outcome)
 
-    @operation(RecordFailureRequest)
+    @operation
     def record_failure(self, req: RecordFailureRequest) -> StageResult:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -381,7 +420,7 @@ class Service:
         self._after_change(session_id, "before recovery")
         return self._stage_result(tx.state, outcome)
 
-    @operation(ResumeRequest)
+    @operation
     def resume(self, req: ResumeRequest) -> StageResult:
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
@@ -390,15 +429,16 @@ class Service:
         self._after_change(session_id, "resume")
         return self._stage_result(tx.state, outcome)
 
-    @operation(OverrideRequest)
-    def bypass(self, req: OverrideRequest) -> StageResult:
-        return self._override(req, "bypassed")
+    def bypass(self, **kwargs: Any) -> StageResult:
+        return self.override(action="bypass", **kwargs)
 
-    @operation(OverrideRequest)
-    def skip(self, req: OverrideRequest) -> StageResult:
-        return self._override(req, "skipped")
+    def skip(self, **kwargs: Any) -> StageResult:
+        return self.override(action="skip", **kwargs)
 
-    def _override(self, req: OverrideRequest, kind: Any) -> StageResult:
+    @operation
+    def override(self, req: OverrideRequest) -> StageResult:
+        """Bypass a stage's gate or failure, or skip a stage: a logged override with a reason."""
+        kind: Literal["bypassed", "skipped"] = "bypassed" if req.action == "bypass" else "skipped"
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
             outcome = pipeline.override(tx, req.stage, kind, req.reason)
@@ -406,14 +446,16 @@ class Service:
         self._after_change(session_id, f"stage {kind}")
         return self._stage_result(tx.state, outcome)
 
-    def journal(self, session_id: str | None = None) -> tuple[str, list[dict[str, Any]], int]:
-        """The session's events, and how many torn lines (a crash mid-write) were skipped."""
-        resolved = self.resolve_id(session_id)
+    @operation
+    def journal(self, req: JournalRequest) -> Journal:
+        """The session's last events, and how many torn lines (a crash mid-write) were skipped."""
+        resolved = self.resolve_id(req.session_id)
         records, skipped = self.store.read_events(resolved)
-        return resolved, records, skipped
+        return Journal(session_id=resolved, events=records[-req.limit:], skipped=skipped, total=len(records))
 
     def events(self, session_id: str | None = None) -> list[dict[str, Any]]:
-        return self.journal(session_id)[1]
+        """Every event of the session (for Python callers and tests)."""
+        return self.store.read_events(self.resolve_id(session_id))[0]
 
     # -- hooks ------------------------------------------------------------------------
     def attach_claude_session(self, session_id: str, claude_session: str) -> bool:
@@ -431,7 +473,7 @@ class Service:
         return True
 
     # -- templates --------------------------------------------------------------------
-    @operation("render:RenderRequest")
+    @operation
     def render(self, req: RenderRequest) -> RenderResult:
         """Re-render a session's markdown (one template, or all that apply: review.md and
         completed.md once it has ended) and make sure an ended session's memory is recorded."""
@@ -448,27 +490,28 @@ class Service:
         names = render.rerender_names(req.name, finished=not state.active)  # refused before anything is written
         added = {} if state.active else memory.record(self.store, state, self.config.lock_timeout_seconds)
         written, failures = render.render_session(self, session_id, names)
-        if failures:
-            done = f"; written: {', '.join(written)}" if written else ""
-            raise TemplateError(f"{failures[0]}{done}")
+        if failures and not written and not added:  # nothing was written: the user's mistake, exit 2
+            raise failures[0]
+        self.warnings += [f"not rendered: {failure}" for failure in failures]
         folder = self.store.session_dir(session_id).relative_to(self.root)
         return render.RenderResult(session_id=session_id, folder=str(folder), files=written, memory=added)
 
-    def templates_list(self) -> TemplateList:
+    @operation
+    def templates_list(self, req: NoArguments) -> TemplateList:
         """Every template and the file used for it per level: the project's override or the shipped one."""
         from session_manager import render
 
         return render.list_templates(self.root)
 
-    @operation("render:TemplateShowRequest")
-    def template_copy(self, req: TemplateShowRequest) -> TemplateCopy:
+    @operation
+    def template_copy(self, req: TemplateRequest) -> TemplateCopy:
         """Copy a shipped template into .claude/templates/ (never over an existing file) to edit it."""
         from session_manager import render
 
         return render.copy_template(self.root, req.name, req.level.name if req.level else None)
 
-    @operation("render:TemplateShowRequest")
-    def template_show(self, req: TemplateShowRequest) -> str:
+    @operation
+    def template_show(self, req: TemplateRequest) -> str:
         """The text of the template used for NAME (at a level), to copy into .claude/templates/ and edit."""
         from session_manager import render
 
@@ -495,9 +538,10 @@ class Service:
             self._trail().backup(trigger)
         except BackupError as exc:
             logging.getLogger("session_manager").warning("backup failed: %s", exc)
+            self.warnings.append(f"saved; the backup failed ({exc})")
             self.store.append_event(session_id, self.actor, "backup_failed", trigger=trigger, error=str(exc))
 
-    @operation("backup:BackupNowRequest")
+    @operation
     def backup_now(self, req: BackupNowRequest) -> BackupResult:
         """Commit the session files to the backup branch now (no commit when nothing changed).
         Only a "manual" backup runs when backup.enabled is false."""
@@ -508,24 +552,24 @@ class Service:
                                 skipped="backups are disabled (backup.enabled = false)")
         return self._trail().backup(req.reason)
 
-    @operation("backup:BackupHistoryRequest")
+    @operation
     def backup_history(self, req: BackupHistoryRequest) -> BackupHistory:
         """The backups that changed a session, newest first (the session folder need not exist)."""
         return self._trail().history(req.session_id or self.resolve_id(None))
 
-    @operation("backup:BackupRestoreRequest")
+    @operation
     def backup_restore(self, req: BackupRestoreRequest) -> RestoreResult:
         """Bring a session's files back as they were at backup `at` (default: the newest backup
         with a readable state), after backing up the present state so the restore can be undone."""
         return self._trail().restore(req.session_id or self.resolve_id(None), req.at, self.actor)
 
-    @operation("backup:BackupPushRequest")
+    @operation
     def backup_push(self, req: BackupPushRequest) -> PushResult:
         """Push the backup branch to `remote` (default: backup.remote from the config)."""
         return self._trail().push(req.remote)
 
     # -- costs, usage, reports --------------------------------------------------------
-    @operation(RecordCostRequest)
+    @operation
     def record_cost(self, req: RecordCostRequest) -> CostResult:
         """Book a cost: tokens per kind with their model, API calls per provider, or USD.
         USD is computed from the price table when not given; budget alerts are re-evaluated."""
@@ -544,7 +588,7 @@ class Service:
         self._after_change(session_id, "cost recorded")
         return costs.result(tx.state, booked, req.stage, req.model, tokens, req.calls)
 
-    @operation(UsageRequest)
+    @operation
     def usage(self, req: UsageRequest) -> UsageReport:
         """Claude Code token usage read from its transcripts (only what is new since the last
         run), de-duplicated, per day, week, month or Claude Code session, priced per model."""
@@ -562,7 +606,7 @@ class Service:
         return usage.UsageReport(period=req.period, since=req.since, until=req.until, rows=rows, totals=totals,
                                  warnings=warnings, sources=[str(d) for d in dirs], imported=stats)
 
-    @operation(UsageAttachRequest)
+    @operation
     def usage_attach(self, req: UsageAttachRequest) -> UsageAttachResult:
         """Attribute Claude Code usage to a session (by the Claude Code sessions its hooks
         recorded, else by this project and the session's time window) and book it as cost."""
@@ -581,7 +625,7 @@ class Service:
         result.total_cost, result.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
         return result
 
-    @operation(ReportRequest)
+    @operation
     def report(self, req: ReportRequest) -> Report:
         """Sessions of a period (today, the last 7 or 30 days, or since/until), per level or all."""
         from session_manager import reports
@@ -592,7 +636,7 @@ class Service:
         return reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
                              self.config.alerts.cost_ratio, unreadable)
 
-    @operation(DashboardRequest)
+    @operation
     def dashboard(self, req: DashboardRequest) -> Dashboard:
         """Sessions in progress, and the last `days` days: finished, failures, minutes and
         dollars per episode, average quality, and the series the charts draw."""

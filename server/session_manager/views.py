@@ -1,12 +1,16 @@
-"""Terminal views: turn result models into clean, aligned text. No business rules here."""
+"""Terminal views: turn result models into clean, aligned text. No business rules here.
+
+A view is `view(result)`, `view(result, request)` or `view(result, request, options)`; the CLI
+passes what it takes (`options` holds the CLI-only presentation options and the service)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from session_manager.model import DONE_STAGE, Alert, format_duration
-from session_manager.results import SessionDetail, SessionList, StageResult
+from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
 
 MARKS = {"warning": "!", "critical": "!!"}
 
@@ -106,12 +110,20 @@ def session_detail(detail: SessionDetail) -> str:
     return "\n".join(lines)
 
 
-def update_summary(detail: SessionDetail, field: str, items: Sequence[str]) -> str:
+UPDATE_VERBS = {"add_tasks": "added task", "complete_tasks": "completed task", "blockers": "added blocker",
+                "clear_blockers": "cleared blocker", "learnings": "recorded learning", "decisions": "recorded decision"}
+
+
+def update_summary(detail: SessionDetail, request: Any) -> str:
     """One line for a task/blocker/learning/decision change, instead of the whole session view."""
     progress = detail.state.progress
-    done = {"add_tasks": "added task", "complete_tasks": "completed task", "blockers": "added blocker",
-            "clear_blockers": "cleared blocker", "learnings": "recorded learning", "decisions": "recorded decision"}[field]
-    what = f"{done} {items[0]!r}" if len(items) == 1 else f"{done}s " + ", ".join(repr(i) for i in items)
+    changes = []
+    for field, done in UPDATE_VERBS.items():
+        items: Sequence[str] = getattr(request, field) or []
+        if items:
+            changes.append(f"{done} {items[0]!r}" if len(items) == 1
+                           else f"{done}s " + ", ".join(repr(i) for i in items))
+    what = "; ".join(changes)
     return (f"{detail.state.session_id}: {what} · tasks {len(progress.tasks_pending)} pending,"
             f" {len(progress.tasks_completed)} done · blockers {len(progress.blockers)}"
             f" · learnings {len(progress.learnings)} · decisions {len(progress.decisions)}")
@@ -129,6 +141,10 @@ def ended(detail: SessionDetail) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def override_result(result: StageResult, request: Any) -> str:
+    return stage_result(result, "bypassed" if request.action == "bypass" else "skipped")
 
 
 def stage_result(result: StageResult, verb: str | None = None) -> str:
@@ -151,3 +167,48 @@ def stage_result(result: StageResult, verb: str | None = None) -> str:
     lines.append(f"  session {result.session_status} · {result.progress_percent:.0f}% · cost {money(result.total_cost)}")
     lines += alerts_block(result.alerts)
     return "\n".join(lines)
+
+
+def started(detail: SessionDetail) -> str:
+    return f"started {detail.state.session_id}\n  {detail.folder}\n\n" + session_detail(detail)
+
+
+def status(result: Status) -> str:
+    if result.one:
+        return session_detail(result.sessions[0])
+    listed = SessionList(sessions=[SessionSummary.of(d.state, d.metadata) for d in result.sessions],
+                         damaged=result.damaged)
+    return session_list(listed, "no active sessions (start one: session-manager start dev)")
+
+
+def journal(result: Journal) -> str:
+    lines = []
+    if result.skipped:
+        lines.append(f"warning: {result.skipped} unreadable line(s) in {result.session_id}/events.jsonl skipped"
+                     " (a write cut short by a crash)")
+    for record in result.events:
+        extra = {k: v for k, v in record.items() if k not in ("session_id", "at", "actor", "event")}
+        detail = " ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], ""))
+        lines.append(f"{record.get('at', '?')}  {record.get('actor', '?'):<6} {record.get('event', '?'):<18} {detail}")
+    return "\n".join(lines) if lines else f"no events in {result.session_id}"
+
+
+def rendered(result: Any) -> str:
+    text = f"rendered {', '.join(result.files) or 'nothing'} in {result.folder}"
+    added = ", ".join(f"{n} line{'s' if n > 1 else ''} to {name}" for name, n in result.memory.items())
+    return text + (f"\nmemory: added {added}" if added else "")
+
+
+def templates(result: Any) -> str:
+    rows = [(t.name, t.level, t.source, t.path) for t in result.templates]
+    note = (f"\n\nTo change one: session-manager templates copy NAME [--level LEVEL] puts the shipped file"
+            f" in {result.project_folder}/ for you to edit; it then wins over the shipped one.")
+    return table(("TEMPLATE", "LEVEL", "SOURCE", "FILE"), rows) + note
+
+
+def text(result: str) -> str:
+    return result.rstrip("\n")
+
+
+def template_copied(result: Any) -> str:
+    return f"copied {result.source} to {result.path}: edit it there; it now wins over the shipped one"

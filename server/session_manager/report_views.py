@@ -1,144 +1,12 @@
-"""CLI: `cost add`, `usage`, `report` and `dashboard`. Parse, call the service, format."""
+"""Terminal views of costs, usage, reports and the dashboard."""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from session_manager.errors import InvalidInput
 
-PERIODS = ("daily", "weekly", "monthly", "session")
-
-
-def _service() -> Any:
-    from session_manager.cli import service
-
-    return service()
-
-
-def _emit(args: argparse.Namespace, result: Any, human: Callable[[Any], str]) -> None:
-    print(result.model_dump_json(indent=2) if getattr(args, "json", False) else human(result))
-
-
-def _calls(items: list[str] | None) -> dict[str, int] | None:
-    calls: dict[str, int] = {}
-    for item in items or []:
-        name, sep, count = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidInput(f"--calls must be PROVIDER=COUNT, e.g. perplexity=3; got {item!r}")
-        try:
-            calls[name.strip()] = calls.get(name.strip(), 0) + int(count)
-        except ValueError:
-            raise InvalidInput(f"--calls {name}: {count!r} is not a whole number") from None
-    return calls or None
-
-
-# -- handlers -------------------------------------------------------------------------
-def cmd_cost_add(args: argparse.Namespace) -> None:
-    from session_manager.cli import _split_id
-
-    session_id, rest = _split_id(args.words)
-    if rest:
-        raise InvalidInput(f"cost add takes [ID] and options; unexpected {' '.join(rest)!r}")
-    result = _service().record_cost(
-        session_id=session_id, stage=args.stage, model=args.model, input_tokens=args.input,
-        output_tokens=args.output, cache_write_tokens=args.cache_write, cache_read_tokens=args.cache_read,
-        calls=_calls(args.calls), usd=args.usd,
-    )
-    _emit(args, result, cost_view)
-
-
-def cmd_usage(args: argparse.Namespace) -> None:
-    words = list(args.words)
-    if words and words[0] == "attach":
-        if len(words) > 2:
-            raise InvalidInput("usage attach takes [ID]")
-        _emit(args, _service().usage_attach(session_id=words[1] if len(words) == 2 else None), attach_view)
-        return
-    if len(words) > 1 or (words and words[0] not in PERIODS):
-        raise InvalidInput(f"usage takes one of {', '.join(PERIODS)} (or `attach [ID]`); got {' '.join(words)!r}")
-    result = _service().usage(period=words[0] if words else "daily", since=args.since, until=args.until)
-    _emit(args, result, usage_view)
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    if args.json and args.format:
-        raise InvalidInput("give --json or --format, not both")
-    svc = _service()
-    result = svc.report(period=args.period, since=args.since, until=args.until, level=args.level)
-    if args.format == "md":
-        from session_manager import render
-
-        print(render.render_text(svc.root, "report", report_context(result), result.level), end="")
-    else:
-        _emit(args, result, report_view)
-
-
-def cmd_dashboard(args: argparse.Namespace) -> None:
-    from session_manager import dashboard
-
-    result = _service().dashboard(days=args.days, level=args.level)
-    if args.html:
-        from session_manager.store import atomic_write
-
-        target = Path(args.html).expanduser()
-        if not target.parent.is_dir():
-            raise InvalidInput(f"cannot write {args.html}: folder {target.parent} does not exist")
-        atomic_write(target.resolve(), dashboard.html_page(result))
-        if not args.json:
-            print(f"wrote {target} ({len(result.in_progress)} in progress, {result.finished} finished,"
-                  f" last {result.days} days)")
-            return
-    _emit(args, result, dashboard.text)
-
-
-# -- parser ---------------------------------------------------------------------------
-def register(sub: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
-    from session_manager.cli import ID_NOTE, Parser
-
-    group = sub.add_parser("cost", help="record costs (add)")
-    verbs = group.add_subparsers(dest="verb", metavar="VERB", parser_class=Parser, required=True)
-    text = ("Record a cost: tokens per kind with their model, API calls per provider, or USD:"
-            " cost add [ID] --model claude-sonnet-4-5 --input 12000 --output 3000.")
-    p = verbs.add_parser("add", help=text, description=text + " USD is computed from the price table (override"
-                         " it under [prices] in .claude/session-manager.toml) unless --usd is given. " + ID_NOTE)
-    p.set_defaults(handler=cmd_cost_add)
-    p.add_argument("words", nargs="*", metavar="ID")
-    p.add_argument("--stage", help="the stage the cost belongs to")
-    p.add_argument("--model", help="the model that used the tokens, e.g. claude-sonnet-4-5")
-    p.add_argument("--input", type=int, default=0, metavar="N", help="input tokens")
-    p.add_argument("--output", type=int, default=0, metavar="N", help="output tokens")
-    p.add_argument("--cache-write", type=int, default=0, metavar="N", help="cache write (creation) tokens")
-    p.add_argument("--cache-read", type=int, default=0, metavar="N", help="cache read tokens")
-    p.add_argument("--calls", action="append", metavar="PROVIDER=N", help="API calls, e.g. perplexity=3 (repeat)")
-    p.add_argument("--usd", type=float, help="the amount in USD (skips the price table)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the terminal view")
-
-    p = command("usage", cmd_usage, "Claude Code token usage from its transcripts: usage [daily|weekly|monthly|"
-                "session] [--since D] [--until D]; usage attach [ID] books it into a session.")
-    p.add_argument("words", nargs="*", metavar="PERIOD|attach [ID]")
-    p.add_argument("--since", help="from this date (YYYY-MM-DD) or time")
-    p.add_argument("--until", help="through this date (YYYY-MM-DD, inclusive) or up to this time")
-
-    p = command("report", cmd_report, "Report on sessions: report today|week|month, or --since/--until.")
-    p.add_argument("period", nargs="?", default="week", choices=["today", "week", "month"],
-                   help="today (since midnight), week (last 7 days, default), month (last 30 days)")
-    p.add_argument("--since", help="from this date (YYYY-MM-DD) or time")
-    p.add_argument("--until", help="through this date (YYYY-MM-DD, inclusive) or up to this time")
-    p.add_argument("--level", help="only this level (any alias)")
-    p.add_argument("--format", choices=["md", "table"], help="md: the report.md template; table: the terminal"
-                   " view (default)")
-
-    p = command("dashboard", cmd_dashboard, "Sessions in progress, finished, failures, minutes and dollars per"
-                " episode, average quality; --html FILE writes a page with charts.")
-    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (inline SVG charts)")
-    p.add_argument("--days", type=int, default=30, help="the window of the figures and charts (default 30)")
-    p.add_argument("--level", help="only this level (any alias)")
-
-
-# -- views ----------------------------------------------------------------------------
 def _money(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"${value:,.{digits}f}"
 
@@ -297,3 +165,46 @@ def report_context(report: Any) -> dict[str, Any]:
         "quality": sparkline([p.quality for p in report.trend]),
     }
     return {"report": data}
+
+
+def report_output(report: Any, request: Any, options: dict[str, Any]) -> str:
+    """`report`: the terminal table, JSON (--json) or the report.md template (--format md)."""
+    if options.get("json") and options.get("format"):
+        raise InvalidInput("give --json or --format, not both")
+    if options.get("json"):
+        return str(report.model_dump_json(indent=2))
+    if options.get("format") == "md":
+        from session_manager import render
+
+        return render.render_text(options["service"].root, "report", report_context(report), report.level).rstrip("\n")
+    return report_view(report)
+
+
+def dashboard_output(board: Any, request: Any, options: dict[str, Any]) -> str:
+    """`dashboard`: the terminal view or JSON; with --html FILE also a self-contained page. The page
+    is written only to a regular file or a new path (never over a device, a FIFO or a link)."""
+    from session_manager import dashboard
+
+    html = options.get("html")
+    if html:
+        import os
+        import stat
+
+        from session_manager.store import atomic_write
+
+        target = Path(html).expanduser()
+        if not target.parent.is_dir():
+            raise InvalidInput(f"cannot write {html}: folder {target.parent} does not exist")
+        try:
+            mode = os.lstat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise InvalidInput(f"cannot write {html}: it exists and is not a regular file")
+        atomic_write(target.parent.resolve() / target.name, dashboard.html_page(board))
+        if not options.get("json"):
+            return (f"wrote {target} ({len(board.in_progress)} in progress, {board.finished} finished,"
+                    f" last {board.days} days)")
+    if options.get("json"):
+        return str(board.model_dump_json(indent=2))
+    return str(dashboard.text(board))

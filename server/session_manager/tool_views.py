@@ -1,0 +1,269 @@
+"""Compact MCP results: what each tool returns as structured content.
+
+The full state is the resource `session://{session_id}`; a tool result carries what the assistant
+needs to decide its next step, in short text lines. `warnings` holds problems met after a change
+was saved (the change stands: the call is not an error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from session_manager.results import SessionDetail, StageDecision, StageResult, Status
+
+
+class View(BaseModel):
+    warnings: list[str] | None = None
+
+
+class SessionView(View):
+    """A session; stages as `name: status (attempts, score: note)`, tasks and blockers as `#id text`."""
+
+    session_id: str
+    level: str
+    status: str
+    topic: str | None = None
+    current_stage: str | None = None
+    progress_percent: float
+    stages: list[str]
+    total_cost: float
+    budget_usd: float | None = None
+    quality: float | None = None
+    errors: int
+    tasks_pending: list[str]
+    tasks_done: int
+    blockers: list[str]
+    alerts: list[str]
+    minutes_left: float | None = None
+    summary: str | None = None
+
+    @classmethod
+    def of(cls, detail: SessionDetail) -> SessionView:
+        state, meta = detail.state, detail.metadata
+        progress = state.progress
+        return cls(
+            session_id=state.session_id, level=state.level, status=str(state.status), topic=meta.topic,
+            current_stage=state.current_stage, progress_percent=progress.percent,
+            stages=[_stage_line(name, stage) for name, stage in state.stages.items()],
+            total_cost=state.cost_tracking.total_cost, budget_usd=state.budget.usd,
+            quality=state.quality_overall, errors=state.error_count,
+            tasks_pending=[f"#{t.id} {t.title}" for t in progress.tasks_pending],
+            tasks_done=len(progress.tasks_completed),
+            blockers=[f"#{b.id} {b.text}" for b in progress.blockers],
+            alerts=[f"{a.severity} {a.kind}: {a.message}" for a in state.alerts],
+            minutes_left=(round(detail.estimate_remaining_seconds / 60, 1)
+                          if detail.estimate_remaining_seconds is not None else None),
+            summary=state.summary,
+        )
+
+
+def _stage_line(name: str, stage: Any) -> str:
+    details = []
+    if stage.attempts:
+        details.append(f"attempt {stage.attempts}")
+    if stage.overall_score is not None:
+        details.append(f"score {stage.overall_score:.2f}")
+    line = f"{name}: {stage.status}" + (f" ({', '.join(details)})" if details else "")
+    note = stage.override_reason or stage.feedback or stage.last_error
+    return line + (f": {note[:200]}" if note else "")
+
+
+class SessionsView(View):
+    sessions: list[SessionView]
+    damaged: list[str] = Field(default_factory=list)
+
+
+class StageOutcome(StageDecision, View):
+    """The pipeline's decision: started, advanced, completed, retry, routed_back, escalated or resumed."""
+
+    alerts: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: StageResult) -> StageOutcome:
+        return cls(**result.model_dump(exclude={"alerts"}),
+                   alerts=[f"{a.severity} {a.kind}: {a.message}" for a in result.alerts])
+
+
+class ReportView(View):
+    """A period's sessions in figures; rates are 0..1, money in USD, lines as short text."""
+
+    period: str
+    since: str
+    until: str
+    level: str | None = None
+    sessions: int
+    finished: int
+    in_progress: int
+    failed: int
+    abandoned: int
+    completion_rate: float | None = None
+    error_recovery_rate: float | None = None
+    quality_mean: float | None = None
+    quality_stdev: float | None = None
+    cost_usd: float
+    cost_per_session_usd: float | None = None
+    cost_vs_target: float | None = None
+    minutes_to_complete: float | None = None
+    cost_by_stage: list[str]
+    gate_failures: list[str]
+    recurring_errors: list[str]
+    alerts: list[str]
+    trend: list[str]
+
+    @classmethod
+    def of(cls, report: Any) -> ReportView:
+        counts, cost = report.sessions, report.cost
+        quality = report.quality.get("overall")
+        done = report.time_to_completion_seconds.median
+        return cls(
+            period=report.period, since=_day(report.since), until=_day(report.until), level=report.level,
+            sessions=counts.run, finished=counts.finished, in_progress=counts.in_progress, failed=counts.failed,
+            abandoned=counts.abandoned, completion_rate=counts.completion_rate,
+            error_recovery_rate=counts.error_recovery_rate,
+            quality_mean=quality.mean if quality else None, quality_stdev=quality.stdev if quality else None,
+            cost_usd=round(cost.total_usd, 4), cost_per_session_usd=cost.per_session.mean,
+            cost_vs_target=cost.vs_target, minutes_to_complete=round(done / 60, 1) if done is not None else None,
+            cost_by_stage=[f"{c.stage}: ${c.total_usd:.2f} ({c.share:.0%})" for c in cost.by_stage],
+            gate_failures=[f"{g.stage}: {g.failures} in {g.sessions} session(s)" for g in report.gate_failures],
+            recurring_errors=[f"{e.pattern} x{e.count} in {e.sessions} session(s) ({', '.join(e.stages)})"
+                              for e in report.recurring_errors],
+            alerts=[f"{a.session_id} {a.severity} {a.kind}: {a.message}" for a in report.alerts],
+            trend=[f"{d.day}: {d.sessions} run, {d.finished} done, ${d.cost_usd:.2f}"
+                   + (f", q {d.quality:.2f}" if d.quality is not None else "") for d in report.trend],
+        )
+
+
+def _day(value: Any) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _alert_lines(alerts: Any) -> list[str]:
+    return [f"{a.severity} {a.kind}: {a.message}" for a in alerts]
+
+
+class BackupView(View):
+    """The commit made (revision), or why none (skipped)."""
+
+    committed: bool
+    revision: str | None = None
+    sessions: list[str] = Field(default_factory=list)
+    skipped: str | None = None
+
+
+class BackupHistoryView(View):
+    """A session's backups, newest first: `revision time reason`."""
+
+    session_id: str
+    backups: list[str]
+
+
+class RestoreView(View):
+    session_id: str
+    revision: str
+    restored: list[str]
+    deleted: list[str]
+    undo: str | None = None
+
+
+class CostView(View):
+    session_id: str
+    stage: str | None = None
+    usd: float
+    computed: bool
+    total_cost: float
+    budget_usd: float | None = None
+    alerts: list[str] = Field(default_factory=list)
+
+
+class UsageView(View):
+    """Claude Code usage per period: `period: tokens, $cost, models`."""
+
+    period: str
+    rows: list[str]
+    total_tokens: int
+    cost_usd: float
+
+
+class AttachView(View):
+    session_id: str
+    method: str
+    responses: int
+    usd: float
+    added_usd: float
+    total_cost: float
+    budget_usd: float | None = None
+    alerts: list[str] = Field(default_factory=list)
+
+
+class DashboardView(View):
+    """In progress: `id stage pct $cost`; figures of the last `days` days."""
+
+    days: int
+    in_progress: list[str]
+    finished: int
+    failed: int
+    errors: int
+    minutes_per_episode: float | None = None
+    dollars_per_episode: float | None = None
+    average_quality: float | None = None
+
+
+def session(detail: SessionDetail) -> SessionView:
+    return SessionView.of(detail)
+
+
+def status(result: Status) -> SessionsView:
+    return SessionsView(sessions=[SessionView.of(d) for d in result.sessions], damaged=result.damaged)
+
+
+def stage(result: StageResult) -> StageOutcome:
+    return StageOutcome.of(result)
+
+
+def report(result: Any) -> ReportView:
+    return ReportView.of(result)
+
+
+def backup_now(result: Any) -> BackupView:
+    return BackupView(committed=result.committed, revision=result.short, sessions=result.sessions,
+                      skipped=result.skipped)
+
+
+def backup_history(result: Any) -> BackupHistoryView:
+    return BackupHistoryView(session_id=result.session_id, backups=[
+        f"{e.short} {e.time.strftime('%Y-%m-%dT%H:%M:%S%z')} {e.reason}" for e in result.entries])
+
+
+def backup_restore(result: Any) -> RestoreView:
+    return RestoreView(session_id=result.session_id, revision=result.short, restored=result.restored,
+                       deleted=result.deleted, undo=result.undo)
+
+
+def cost(result: Any) -> CostView:
+    return CostView(session_id=result.session_id, stage=result.stage, usd=result.usd, computed=result.computed,
+                    total_cost=result.total_cost, budget_usd=result.budget_usd, alerts=_alert_lines(result.alerts),
+                    warnings=list(result.warnings) or None)
+
+
+def usage(result: Any) -> UsageView:
+    rows = [f"{r.period}: {r.total_tokens} tokens, ${r.cost_usd:.4f}, {', '.join(m.model for m in r.models[:3])}"
+            for r in result.rows[-31:]]
+    return UsageView(period=result.period, rows=rows, total_tokens=result.totals.total_tokens,
+                     cost_usd=result.totals.cost_usd, warnings=list(result.warnings) or None)
+
+
+def attach(result: Any) -> AttachView:
+    return AttachView(session_id=result.session_id, method=result.method, responses=result.responses,
+                      usd=result.usd, added_usd=result.added_usd, total_cost=result.total_cost,
+                      budget_usd=result.budget_usd, alerts=_alert_lines(result.alerts), warnings=list(result.warnings) or None)
+
+
+def dashboard(result: Any) -> DashboardView:
+    return DashboardView(
+        days=result.days, finished=result.finished, failed=result.failed, errors=result.errors,
+        in_progress=[f"{s.session_id} {s.stage or '-'} {s.progress_percent:.0f}% ${s.cost_usd:.2f}"
+                     for s in result.in_progress],
+        minutes_per_episode=result.minutes_per_episode, dollars_per_episode=result.dollars_per_episode,
+        average_quality=result.average_quality)
