@@ -58,10 +58,11 @@ def service(project: Path) -> Service:
 
 
 class CLIResult:
-    def __init__(self, proc: subprocess.CompletedProcess[str]) -> None:
-        self.code = proc.returncode
-        self.out = proc.stdout
-        self.err = proc.stderr
+    def __init__(self, proc: subprocess.CompletedProcess[str] | None = None, *, code: int = 0, out: str = "",
+                 err: str = "") -> None:
+        self.code = proc.returncode if proc is not None else code
+        self.out = proc.stdout if proc is not None else out
+        self.err = proc.stderr if proc is not None else err
 
     def json(self) -> object:
         return json.loads(self.out)
@@ -78,8 +79,46 @@ def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None, stdin: str
     return CLIResult(proc)
 
 
+def run_cli_in_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
+                       stdin: str | None = None) -> CLIResult:
+    """`session-manager ARGS` run by `cli.main` in this process: the same parsing, output and exit
+    code as the real command, without a process start. Use `run_cli` where the process itself is the
+    point (exit on a signal, concurrency, a crash, the console script)."""
+    import contextlib
+    import io
+
+    from session_manager.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), Path.cwd(), sys.stdin
+    os.environ.update(env or {})
+    os.chdir(cwd)
+    sys.stdin = io.StringIO(stdin or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        sys.stdin = saved_stdin
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return CLIResult(code=code, out=out.getvalue(), err=err.getvalue())
+
+
 @pytest.fixture
 def cli(project: Path):
+    """The CLI, in process (see `run_cli_in_process`)."""
+
+    def call(*args: str, **kw: object) -> CLIResult:
+        return run_cli_in_process(project, *args, **kw)  # type: ignore[arg-type]
+
+    return call
+
+
+@pytest.fixture
+def cli_process(project: Path):
+    """The CLI as a real process: for exit codes on signals, crashes and concurrency."""
+
     def call(*args: str, **kw: object) -> CLIResult:
         return run_cli(project, *args, **kw)  # type: ignore[arg-type]
 

@@ -132,8 +132,8 @@ def test_cost_add_cli_reports_the_alert_and_status_shows_it(cli, project: Path) 
     human = cli("cost", "add", session_id, "--calls", "web_search=3")
     assert human.code == 0, human
     assert "booked $0.0300 (computed)" in human.out and "! " in human.out and "cost:" in human.out
-    status = cli("status", "--json").json()["sessions"][0]
-    assert status["alerts"][0]["kind"] == "cost" and status["total_cost"] == pytest.approx(0.83)
+    status = cli("status", "--json").json()["sessions"][0]["state"]
+    assert status["alerts"][0]["kind"] == "cost" and status["cost_tracking"]["total_cost"] == pytest.approx(0.83)
 
 
 @pytest.mark.parametrize("args", [

@@ -41,9 +41,9 @@ def test_status_lists_active_sessions_or_shows_one(svc: Service) -> None:
     second = svc.start(level="coded").state.session_id
     svc.end(session_id=first)
     listed = svc.status()
-    assert isinstance(listed, SessionList) and [s.session_id for s in listed.sessions] == [second]
-    one = svc.status(first)
-    assert isinstance(one, SessionDetail) and one.state.status == "completed"
+    assert not listed.one and [s.state.session_id for s in listed.sessions] == [second]
+    one = svc.status(session_id=first)
+    assert one.one and one.sessions[0].state.status == "completed"
 
 
 def test_update_and_end(svc: Service, project: Path) -> None:

@@ -83,7 +83,8 @@ def bind_words(cli: Cli, grammar: list[Word], words: list[str], fields: dict[str
     for index, word in enumerate(grammar):
         needed = sum(1 for w in grammar[index + 1:] if w.kind in ("one", "list"))
         if word.kind == "id":
-            if rest and looks_like_session_id(rest[0]) and len(rest) > needed:
+            alone = index == len(grammar) - 1  # nothing else could take the word: it is meant as an id
+            if rest and (alone or (looks_like_session_id(rest[0]) and len(rest) > needed)):
                 out["session_id"] = rest.pop(0)
             elif rest and looks_like_session_id(rest[0]) and needed:
                 missing = next(w for w in grammar[index + 1:] if w.kind in ("one", "list"))

@@ -451,6 +451,9 @@ class Service:
         """The session's last events, and how many torn lines (a crash mid-write) were skipped."""
         resolved = self.resolve_id(req.session_id)
         records, skipped = self.store.read_events(resolved)
+        if skipped:
+            self.warnings.append(f"{skipped} unreadable line(s) in {resolved}/events.jsonl skipped"
+                                 " (a write cut short by a crash)")
         return Journal(session_id=resolved, events=records[-req.limit:], skipped=skipped, total=len(records))
 
     def events(self, session_id: str | None = None) -> list[dict[str, Any]]:

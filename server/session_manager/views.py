@@ -183,9 +183,6 @@ def status(result: Status) -> str:
 
 def journal(result: Journal) -> str:
     lines = []
-    if result.skipped:
-        lines.append(f"warning: {result.skipped} unreadable line(s) in {result.session_id}/events.jsonl skipped"
-                     " (a write cut short by a crash)")
     for record in result.events:
         extra = {k: v for k, v in record.items() if k not in ("session_id", "at", "actor", "event")}
         detail = " ".join(f"{k}={v}" for k, v in extra.items() if v not in (None, [], ""))
