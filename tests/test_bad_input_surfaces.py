@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 from mcp import Client
 
 from conftest import run_cli, tree_snapshot
-from test_mcp import TOOL_ARGS
+from session_manager import operations
 from session_manager.mcp_server import build_server
 from session_manager.service import Service
+
+TOOL_ARGS = {op.tool: op.exposed_fields() for op in operations.OPERATIONS if op.tool}
 
 EXAMPLES = int(os.environ.get("SM_BAD_INPUT_EXAMPLES", "60"))
 CLI_EXAMPLES = int(os.environ.get("SM_BAD_CLI_EXAMPLES", "25"))

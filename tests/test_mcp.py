@@ -15,25 +15,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 
 from conftest import git, tree_snapshot
+from session_manager import operations
 from session_manager.mcp_server import BACKUP_THREAD, build_server
 from session_manager.service import Service
 
 pytestmark = pytest.mark.anyio
 TOOLS_LIST_BUDGET = 16 * 1024
-TOOL_ARGS = {  # the contract: tool names and their argument names, in order
-    "session_start": ["level", "number", "topic", "complexity", "tag", "budget_usd", "objectives"],
-    "session_status": ["session_id"],
-    "stage_start": ["session_id", "stage"],
-    "stage_complete": ["session_id", "stage", "outputs", "quality", "cost_usd", "tokens", "model", "notes"],
-    "record_failure": ["session_id", "stage", "error", "retryable"],
-    "session_resume": ["session_id", "from_stage"],
-    "session_update": ["session_id", "add_tasks", "complete_tasks", "blockers", "clear_blockers",
-                       "learnings", "decisions"],
-    "session_end": ["session_id", "summary", "abandoned"],
-    "session_report": ["period", "since", "until", "level"],
-    "session_backup": ["action", "session_id", "at"],
-}
-TOOLS = set(TOOL_ARGS)
+TOOLS = set(operations.BY_TOOL)  # the registry is the contract
 
 
 @pytest.fixture
@@ -67,35 +55,40 @@ def started(service: Service, *args: str, **kw: Any) -> str:
 
 
 # -- the tool list ----------------------------------------------------------------------------
-async def test_tools_list_has_the_ten_tools_with_one_line_descriptions(server) -> None:
+async def test_tools_list_has_the_registry_tools_with_one_line_descriptions(server) -> None:
     async with Client(server) as client:
         tools = (await client.list_tools()).tools
     assert {t.name for t in tools} == TOOLS
+    assert {"stage_override", "record_cost", "usage_attach", "session_dashboard"} <= TOOLS
     for tool in tools:
         assert tool.description and "\n" not in tool.description and len(tool.description) <= 100
-        assert tool.output_schema and tool.output_schema["type"] == "object"
 
 
 async def test_tool_annotations_are_truthful(server) -> None:
     async with Client(server) as client:
         notes = {t.name: t.annotations for t in (await client.list_tools()).tools}
-    for name in ("session_status", "session_report"):
-        assert notes[name].read_only_hint is True
-    for name in TOOLS - {"session_status", "session_report"}:
-        assert notes[name].read_only_hint is False, name
-    assert notes["session_backup"].destructive_hint is True  # restore overwrites session files
-    for name in TOOLS - {"session_status", "session_report", "session_backup"}:
-        assert notes[name].destructive_hint is False, name
-        assert notes[name].idempotent_hint is False, name
-    assert all(n.open_world_hint is False for n in notes.values())
+    assert notes["backup_history"].read_only_hint is True and notes["backup_history"].destructive_hint is False
+    assert notes["backup_restore"].destructive_hint is True and notes["backup_restore"].read_only_hint is False
+    for name, op in operations.BY_TOOL.items():
+        assert notes[name].read_only_hint is (op.effect == "read"), name
+        assert notes[name].destructive_hint is (op.effect == "destroy"), name
+        assert notes[name].open_world_hint is False, name
 
 
-async def test_tool_argument_names_match_the_contract(server) -> None:
+async def test_every_input_schema_is_strict_and_carries_the_constraints(server) -> None:
     async with Client(server) as client:
         schemas = {t.name: t.input_schema for t in (await client.list_tools()).tools}
-    assert {name: list(schema["properties"]) for name, schema in schemas.items()} == TOOL_ARGS
+    for name, op in operations.BY_TOOL.items():
+        assert schemas[name]["additionalProperties"] is False, name
+        assert list(schemas[name]["properties"]) == op.exposed_fields(), name
     assert schemas["session_start"]["required"] == ["level"]
-    assert schemas["stage_complete"]["required"] == ["session_id", "stage"]
+    assert "claude_session" not in schemas["session_start"]["properties"]  # the server sets it
+    assert schemas["stage_complete"]["required"] == ["stage"]
+    score = schemas["stage_complete"]["properties"]["quality"]["additionalProperties"]
+    assert score["minimum"] == 0 and score["maximum"] == 1
+    assert schemas["stage_complete"]["properties"]["stage"]["pattern"]
+    assert schemas["session_end"]["properties"]["session_id"]["pattern"]
+    assert schemas["stage_override"]["properties"]["action"]["enum"] == ["bypass", "skip"]
     assert "required" not in schemas["session_status"]
 
 
@@ -240,18 +233,41 @@ async def test_session_report_counts_the_period(server, project: Path) -> None:
     assert only_dev["level"] == "dev" and only_dev["sessions"] == 1
 
 
-async def test_session_backup_now_history_and_restore(server, service: Service) -> None:
+async def test_backup_now_history_and_restore(server, service: Service) -> None:
     session_id = started(service)
     service.update(session_id=session_id, add_tasks=["first"])
-    made = await call(server, "session_backup")
+    made = await call(server, "backup_now")
     assert made["committed"] and made["sessions"] == [session_id] and made["revision"]
     service.update(session_id=session_id, add_tasks=["second"])
-    history = await call(server, "session_backup", action="history", session_id=session_id)
-    assert history["sessions"] == [session_id] and len(history["backups"]) >= 2
-    assert history["backups"][0]["revision"] == made["revision"]  # newest first
-    back = await call(server, "session_backup", action="restore", session_id=session_id, at=made["revision"])
+    history = await call(server, "backup_history", session_id=session_id)
+    assert history["session_id"] == session_id and len(history["backups"]) >= 2
+    assert history["backups"][0].split()[0] == made["revision"]  # newest first
+    back = await call(server, "backup_restore", session_id=session_id, at=made["revision"])
     assert "pipeline_status.json" in back["restored"] and back["undo"]
     assert [t.title for t in service.show(session_id=session_id).state.progress.tasks_pending] == ["first"]
+
+
+async def test_stage_override_bypasses_or_skips_with_a_reason(server, service: Service) -> None:
+    session_id = started(service)
+    skipped = await call(server, "stage_override", session_id=session_id, action="skip",
+                         stage="01_deep_research", reason="research done elsewhere")
+    assert skipped["decision"] == "advanced" and skipped["next_stage"] == "02_questions"
+    service.stage_start(session_id=session_id)
+    service.record_failure(session_id=session_id, stage="02_questions", error="x", retryable=False)
+    bypassed = await call(server, "stage_override", session_id=session_id, action="bypass", stage="02_questions",
+                          reason="checked by hand")
+    assert bypassed["stage"] == "02_questions"
+    stages = service.show(session_id=session_id).state.stages
+    assert stages["01_deep_research"].status == "skipped" and stages["02_questions"].status == "bypassed"
+    assert stages["02_questions"].override_reason == "checked by hand"
+
+
+async def test_record_cost_and_dashboard_over_mcp(server, service: Service) -> None:
+    session_id = started(service)
+    booked = await call(server, "record_cost", session_id=session_id, usd=1.25, stage="01_deep_research")
+    assert booked["usd"] == 1.25 and booked["total_cost"] == 1.25 and booked["computed"] is False
+    board = await call(server, "session_dashboard")
+    assert board["in_progress"][0].startswith(session_id) and board["days"] == 30
 
 
 # -- bad input: a tool error with the CLI's message, nothing written ----------------------------
@@ -269,10 +285,13 @@ BAD = [
      ("resume", "{id}", "--from", "09_audio_synthesis")),
     ("session_report", {"since": "yesterday"}, ("report", "--since", "yesterday")),
     ("session_report", {"level": "bogus"}, ("report", "--level", "bogus")),
-    ("session_backup", {"action": "restore", "session_id": "{id}", "at": "--upload-pack=touch x"},
+    ("backup_restore", {"session_id": "{id}", "at": "--upload-pack=touch x"},
      ("backup", "restore", "{id}", "--at=--upload-pack=touch x")),
-    ("session_backup", {"action": "restore", "session_id": "{id}", "at": "deadbeef"},
+    ("backup_restore", {"session_id": "{id}", "at": "deadbeef"},
      ("backup", "restore", "{id}", "--at", "deadbeef")),
+    ("stage_override", {"session_id": "{id}", "action": "bypass", "stage": "01_deep_research", "reason": " "},
+     ("bypass", "{id}", "01_deep_research", "--reason", " ")),
+    ("record_cost", {"session_id": "{id}", "usd": float("nan")}, ("cost", "add", "{id}", "--usd", "nan")),
 ]
 
 

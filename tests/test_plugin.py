@@ -161,7 +161,7 @@ def test_claude_code_runs_the_slash_command_and_calls_every_tool(project: Path) 
         ("session_resume", {"session_id": sid}),
         ("session_update", {"session_id": sid, "add_tasks": ["check sources"], "learnings": ["retry later"]}),
         ("session_report", {"period": "week"}),
-        ("session_backup", {"action": "history", "session_id": sid}),
+        ("backup_history", {"session_id": sid}),
         ("session_end", {"session_id": sid, "summary": "episode 5 researched"}),
     ]
     with FakeAnthropic([(TOOL_PREFIX + name, arguments) for name, arguments in script]) as fake:
