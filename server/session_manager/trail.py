@@ -151,10 +151,24 @@ class Trail:
             if not unmatched or unmatched[1] not in specs:
                 raise BackupError(f"git add failed: {last_line(proc.stderr)}")
             specs.remove(unmatched[1])  # e.g. an empty sessions folder: nothing to take from it
+        self._redact_config(repo)
         tree = repo.out("write-tree")
         atomic_write(repo.index_tree, tree + "\n", durable=False)  # a cache of the private index
         # `add` prints paths relative to the current folder, which is the project root
         return tree, None if seeded else changed
+
+    def _redact_config(self, repo: Repo) -> None:
+        """The committed copy of the config has `user:token@` removed from every URL (the file on
+        disk keeps it, so `backup push` still works): a token never enters the history."""
+        path = self.store.claude_dir / CONFIG_NAME
+        try:
+            text = path.read_text(encoding="utf-8") if not path.is_symlink() else ""
+        except (OSError, UnicodeDecodeError):
+            return
+        if not has_credentials(text):
+            return
+        oid = repo.out("hash-object", "-w", "--stdin", "--no-filters", input=redact(text).encode("utf-8"))
+        repo.run("update-index", "--cacheinfo", f"100644,{oid},.claude/{CONFIG_NAME}")
 
     def _seed_index(self, repo: Repo, tip: Tip | None) -> bool:
         """Keep the private index equal to the branch tip's tree before `add`. It is kept between
