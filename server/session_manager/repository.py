@@ -110,16 +110,18 @@ def check_branch(repo: Repo, branch: str, tip: Tip | None) -> None:
     fix = "set another backup.branch in .claude/session-manager.toml"
     if branch == "HEAD" or branch.startswith("-"):
         raise BranchRefused(f"backup.branch {branch!r} is not a branch name git allows; {fix}")
-    checked = repo.run("check-ref-format", "--branch", branch, check=False)
-    if checked.returncode != 0 or checked.stdout.decode().strip() != branch:
-        raise BranchRefused(f"backup.branch {branch!r} is not a valid git branch name; {fix}")
+    known = tip is not None and _verified(repo) == f"{ref} {tip.commit}"  # we checked (or made) this tip
+    if not known:
+        checked = repo.run("check-ref-format", "--branch", branch, check=False)
+        if checked.returncode != 0 or checked.stdout.decode().strip() != branch:
+            raise BranchRefused(f"backup.branch {branch!r} is not a valid git branch name; {fix}")
     for worktree, head in _worktree_branches(repo):
         if head == ref:
             raise BranchRefused(
                 f"the backup branch {branch} is checked out in {worktree}; switch that worktree to another"
                 f" branch (backups would move it under your work), or {fix}"
             )
-    if tip is None or _verified(repo) == f"{ref} {tip.commit}":
+    if tip is None or known:
         return
     roots = repo.out("log", "--max-parents=0", "--format=%H%x00%B%x1e", tip.commit).split("\x1e")
     for record in filter(None, (r.strip("\n") for r in roots)):
