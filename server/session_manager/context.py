@@ -14,9 +14,7 @@ its own tasks (carrying them would put the same work in two live sessions).
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
@@ -45,9 +43,6 @@ KNOWN_ISSUES_SHOWN = 10
 GIT_TIMEOUT = 10.0
 # Session-manager's own files are not the user's uncommitted work.
 OWN_PATHS = (":(exclude).claude/level-*", ":(exclude).claude/memory", ":(exclude).claude/.session-manager")
-# Git variables that would point git somewhere else than the project (pre-commit's habit).
-_GIT_KEEP = {"GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSL_CAINFO", "GIT_SSL_NO_VERIFY",
-             "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_SYSTEM", "GIT_ASKPASS"}
 _MEMORY_ENTRY = re.compile(r"^- (?P<date>\d{4}-\d\d-\d\d) · \[(?P<sid>[^\]]+)\]\([^)]*\) · (?P<text>.*)$")
 _MARKER = re.compile(r"\s*<!--.*?-->\s*$")
 
@@ -82,35 +77,47 @@ class StartContext(Model):
 
 
 # -- gathering at start -------------------------------------------------------------
-def git_environment() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _GIT_KEEP}
-    env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0", GIT_OPTIONAL_LOCKS="0")
-    return env
-
-
 def _git(root: Path, *args: str) -> str | None:
+    """stdout of a read-only git command on the user's repository (None when git cannot tell),
+    through the one git runner: cleaned environment, no optional locks, no prompt."""
+    from session_manager.git import Git
+
+    runner = Git(root, env={"GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}, timeout=GIT_TIMEOUT)
     try:
-        proc = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(root), *args], capture_output=True, text=True,
-            env=git_environment(), timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.SubprocessError):
+        proc = runner.run("--no-optional-locks", *args, check=False)
+    except SessionError:  # git missing or too slow: the fact stays unknown
         return None
-    return proc.stdout if proc.returncode == 0 else None
+    return proc.stdout.decode("utf-8", "replace") if proc.returncode == 0 else None
+
+
+def _branch(root: Path) -> str | None:
+    """The checked-out branch, read by GitPython from the repository's files without starting a
+    process (worktrees, unborn branches and packed refs handled); None when detached.
+    GitPython's own git processes inherit the caller's environment (it can add variables, not
+    remove a leaked GIT_INDEX_FILE), so it is used only for reads that start no process."""
+    try:
+        from git import Repo
+
+        repo = Repo(root, search_parent_directories=True)
+        try:
+            return None if repo.head.is_detached else repo.head.reference.name
+        finally:
+            repo.close()
+    except Exception:  # a repository GitPython cannot read: the fact stays unknown
+        return None
 
 
 def git_facts(root: Path) -> GitFacts:
     """Branch, last commit and dirty file count; None for what git cannot tell (no repository,
     no commit yet, detached HEAD, git missing). Never an error."""
-    if _git(root, "rev-parse", "--git-dir") is None:
+    status = _git(root, "status", "--porcelain", "--untracked-files=all", "--", ".", *OWN_PATHS)
+    if status is None:
         return GitFacts()
-    branch = _git(root, "symbolic-ref", "--short", "-q", "HEAD")
     last = _git(root, "log", "-1", "--format=%h%x00%s")
     commit, subject = (last.rstrip("\n").split("\x00", 1) + [""])[:2] if last else (None, None)
-    status = _git(root, "status", "--porcelain", "--untracked-files=all", "--", ".", *OWN_PATHS)
     return GitFacts(
-        branch=branch.strip() or None if branch else None, commit=commit or None, subject=subject or None,
-        dirty_files=None if status is None else len([line for line in status.splitlines() if line.strip()]),
+        branch=_branch(root), commit=commit or None, subject=subject or None,
+        dirty_files=len([line for line in status.splitlines() if line.strip()]),
     )
 
 

@@ -61,3 +61,18 @@ def describe_validation_error(error, source: str | None = None) -> str:
     parts = [part for part in (source, location) if part]
     text = ": ".join([*parts, message])
     return text + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+# -- the backup trail (helper-a) --
+class BranchRefused(BackupError):
+    """backup.branch names a branch that is not a session-manager trail (the user's branch,
+    HEAD, a branch checked out in a worktree, or an invalid name); nothing was written."""
+
+    exit_code = 2
+
+
+class RestoreRefused(BackupError):
+    """A restore that could write or delete outside the session folder (a symlinked folder or
+    parent); nothing was changed."""
+
+    exit_code = 2
