@@ -71,6 +71,18 @@ def test_hooks_json_runs_each_hook_through_the_launcher() -> None:
         assert command.get("async", False) == (event == "Stop")
 
 
+def test_slash_command_is_generated_from_the_registry() -> None:
+    from session_manager import reference
+
+    assert (REPO / "commands/session-manager.md").read_text() == reference.slash_command().rstrip("\n") + "\n"
+
+
+def test_reference_docs_are_up_to_date() -> None:
+    from session_manager import reference
+
+    assert reference.main(["--check"]) == 0, "run `python -m session_manager.reference` and commit the docs"
+
+
 def test_slash_command_maps_every_verb_to_existing_tools() -> None:
     from session_manager.mcp_server import build_server
 
@@ -81,7 +93,7 @@ def test_slash_command_maps_every_verb_to_existing_tools() -> None:
     for verb in VERBS:
         assert f"| `{verb}" in body, verb
         assert verb in fields["argument-hint"], verb
-    named = set(re.findall(r"`(session_\w+|stage_\w+|record_failure)\(", body))
+    named = set(re.findall(r"`(\w+)\(", body))
     tools = {t.name for t in anyio.run(build_server(REPO, backups=False).list_tools)}
     assert named == tools
 

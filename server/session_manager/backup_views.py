@@ -33,6 +33,10 @@ def restore_view(r: Any) -> str:
     ]
     lines += [f"  wrote   {name}" for name in r.restored]
     lines += [f"  deleted {name}" for name in r.deleted]
+    moved = getattr(r, "moved", [])
+    if moved:
+        lines.append(f"  {len(moved)} path(s) the trail never tracked were moved aside, not deleted, to {r.moved_to}:")
+        lines += [f"  moved   {name}" for name in moved]
     if r.undo:
         lines.append(f"the state before the restore is backup {r.backup_before.short}; undo with: {r.undo}")
     return "\n".join(lines)

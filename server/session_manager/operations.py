@@ -216,25 +216,25 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     # -- backups --------------------------------------------------------------------------
     Operation(
-        "backup_now", "backup:BackupNowRequest",
+        "backup_now", "backup_models:BackupNowRequest",
         "Back up the session files to the git backup branch now (no commit when nothing changed).", W,
         tool="backup_now", cli=(Cli("backup", only=()),), view="backup_views:backup_line",
         tool_view="tool_views:backup_now", internal=("reason",),
     ),
     Operation(
-        "backup_history", "backup:BackupHistoryRequest", "List the backups that changed a session, newest first.",
+        "backup_history", "backup_models:BackupHistoryRequest", "List the backups that changed a session, newest first.",
         R, tool="backup_history", cli=(Cli("backup history", "ID?"),), view="backup_views:history_view",
         tool_view="tool_views:backup_history",
     ),
     Operation(
-        "backup_restore", "backup:BackupRestoreRequest",
+        "backup_restore", "backup_models:BackupRestoreRequest",
         "Bring a session's files back as they were at a backup (default: the newest with a readable state);"
         " the present state is backed up first, so it can be undone.", D,
         tool="backup_restore", tool_summary="Restore a session's files from a backup (undoable). Only when asked.",
         cli=(Cli("backup restore", "ID?"),), view="backup_views:restore_view", tool_view="tool_views:backup_restore",
     ),
     Operation(
-        "backup_push", "backup:BackupPushRequest", "Push the backup branch to a remote, so a team shares one trail.",
+        "backup_push", "backup_models:BackupPushRequest", "Push the backup branch to a remote, so a team shares one trail.",
         W, cli=(Cli("backup push"),), view="backup_views:push_view", open_world=True,
     ),
     # -- costs, usage, reports ------------------------------------------------------------
@@ -256,7 +256,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "usage_attach", "requests:UsageAttachRequest",
         "Book Claude Code's real token usage into a session as cost (by its conversations, else its time window).",
-        W, tool="usage_attach", cli=(Cli("usage attach", "ID?"),), view="report_views:attach_view",
+        W, tool="usage_attach", tool_summary="Book Claude Code's real token usage into a session as cost.",
+        cli=(Cli("usage attach", "ID?"),), view="report_views:attach_view",
         tool_view="tool_views:attach",
     ),
     Operation(

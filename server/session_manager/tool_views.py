@@ -160,10 +160,14 @@ class BackupHistoryView(View):
 
 
 class RestoreView(View):
+    """Files written and deleted; paths the trail never tracked are moved aside to `moved_to`, not deleted."""
+
     session_id: str
     revision: str
     restored: list[str]
     deleted: list[str]
+    moved: list[str] = Field(default_factory=list)
+    moved_to: str | None = None
     undo: str | None = None
 
 
@@ -238,7 +242,7 @@ def backup_history(result: Any) -> BackupHistoryView:
 
 def backup_restore(result: Any) -> RestoreView:
     return RestoreView(session_id=result.session_id, revision=result.short, restored=result.restored,
-                       deleted=result.deleted, undo=result.undo)
+                       deleted=result.deleted, moved=result.moved, moved_to=result.moved_to, undo=result.undo)
 
 
 def cost(result: Any) -> CostView:
