@@ -61,3 +61,16 @@ def describe_validation_error(error, source: str | None = None) -> str:
     parts = [part for part in (source, location) if part]
     text = ": ".join([*parts, message])
     return text + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+
+
+class UnsafePath(CorruptState):
+    """A symbolic link (or a non-regular file) where session-manager keeps its own files under
+    `.claude/`: it is damage, reported in one line and never followed."""
+
+
+class StorageFull(SessionError):
+    """The disk (or a file-size limit) refused a write; nothing of the change was saved."""
+
+
+class NonFiniteNumber(InvalidInput):
+    """A NaN or an infinity was about to be saved; nothing was written."""
