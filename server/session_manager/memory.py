@@ -60,7 +60,7 @@ def record(store: Store, state: SessionState, lock_timeout: float = 30.0) -> dic
         return added
     guard(folder)  # a linked memory folder or file is refused (UnsafePath), never read or written through
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(store.private_dir() / "memory.lock"), timeout=lock_timeout)
+    lock = FileLock(str(store.private_file("memory.lock")), timeout=lock_timeout)
     try:
         lock.acquire()
     except Timeout:

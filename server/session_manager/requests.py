@@ -70,7 +70,9 @@ Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A
 
 class Request(BaseModel):
     # defer_build: a CLI run validates one request; building every schema at import costs ~10 ms
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, defer_build=True)
+    # allow_inf_nan=False: no NaN or infinity enters through any float of any request
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, defer_build=True,
+                              allow_inf_nan=False)
 
 
 class StartRequest(Request):
@@ -109,6 +111,7 @@ class EndRequest(Request):
     session_id: SessionId | None = None
     summary: Text | None = None
     abandoned: bool = False
+    close_open_stages: bool = False  # end even with stages in progress/retrying: they are closed
 
 
 class StageStartRequest(Request):

@@ -406,6 +406,15 @@ class Store:
         guard(folder)
         return folder
 
+    def private_file(self, name: str) -> Path:
+        """A file of ours in `.claude/.session-manager/` (a lock, a cache), refused when it is a
+        link or not a regular file: filelock opens with O_TRUNC, which would truncate a link's target."""
+        path = self.private_dir() / name
+        mode = guard(path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise UnsafePath(f"{shown(path)} is not a regular file; remove it")
+        return path
+
     def session_file(self, session_id: str, name: str) -> Path:
         """A file inside a session folder, confined to it (names from input are checked)."""
         folder = self.session_dir(session_id)
@@ -529,11 +538,8 @@ class Store:
     # -- writing ------------------------------------------------------------------
     def lock_path(self, session_id: str) -> Path:
         check_session_id(session_id)
-        path = self.private_dir("locks") / f"{session_id}.lock"
-        mode = guard(path)  # filelock opens with O_TRUNC: a planted link would truncate its target
-        if mode is not None and not stat.S_ISREG(mode):
-            raise UnsafePath(f"{shown(path)} is not a regular file; remove it")
-        return path
+        self.private_dir("locks")
+        return self.private_file(f"locks/{session_id}.lock")
 
     @contextmanager
     def lock(self, session_id: str) -> Iterator[None]:
