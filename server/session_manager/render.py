@@ -44,6 +44,7 @@ NAME_PATTERN = re.compile(r"^_?[a-z][a-z0-9_-]{0,63}$")
 RENDER_SECONDS = 5.0  # per template: a loop that runs longer is a mistake, and we hold a session's work
 RENDER_CHARS = 2_000_000  # per template: far above any real session file
 _LIMITS = threading.local()
+UNLOCKED_ATTEMPTS = 3  # renders outside the lock before one under it (a session that keeps changing)
 
 
 # -- names and lookup -----------------------------------------------------------------
@@ -377,14 +378,16 @@ def render_session(service: Service, session_id: str, names: tuple[str, ...] | N
     """Render a session's markdown into its folder. Templates render OUTSIDE the session lock
     (a slow template never blocks the session's writers); the lock is taken only to write, and
     only if the state is still the one rendered (same `revision`): otherwise it renders again
-    from the newer state, so the last writer always leaves the newest state's markdown.
+    from the newer state (after UNLOCKED_ATTEMPTS, once under the lock, which the time limit
+    bounds), so the last writer always leaves the newest state's markdown.
     Each file is written atomically: a failing template leaves its old file untouched.
     `names=None` picks by `trigger`. Returns (files written, template errors)."""
     from session_manager.context import read_start_context, template_variables
 
     store, config = service.store, service.config
     folder = store.session_dir(session_id)
-    for _attempt in range(5):
+
+    def render_all() -> tuple[Any, dict[str, str], list[TemplateError]]:
         state = store.read_state(session_id)
         chosen = names if names is not None else templates_for(trigger or "", state.level, finished=not state.active)
         variables = template_variables(state, store.read_metadata(session_id), config,
@@ -397,15 +400,22 @@ def render_session(service: Service, session_id: str, names: tuple[str, ...] | N
                 texts[name] = render_with(env, service.root, name, variables)
             except TemplateError as exc:
                 failures.append(exc)
+        return state, texts, failures
+
+    for _attempt in range(UNLOCKED_ATTEMPTS):
+        state, texts, failures = render_all()
         with store.lock(session_id):
             now = store.read_state(session_id)
-            if (now.revision, now.last_updated) != (state.revision, state.last_updated):
-                continue  # changed while we rendered: render the newer state
-            for name, text in texts.items():
-                _write_if_changed(folder / f"{name}.md", text)
-        return [f"{name}.md" for name in texts], failures
-    return [], [TemplateError(f"session {session_id} kept changing while its markdown rendered; re-render with"
-                              f" `session-manager render {session_id}`")]
+            if (now.revision, now.last_updated) == (state.revision, state.last_updated):
+                for name, text in texts.items():
+                    _write_if_changed(folder / f"{name}.md", text)
+                return [f"{name}.md" for name in texts], failures
+    # the session keeps changing (many writers): render once under the lock, bounded by the limits
+    with store.lock(session_id):
+        state, texts, failures = render_all()
+        for name, text in texts.items():
+            _write_if_changed(folder / f"{name}.md", text)
+    return [f"{name}.md" for name in texts], failures
 
 
 def _write_if_changed(path: Path, text: str) -> None:

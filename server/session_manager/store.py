@@ -332,6 +332,7 @@ class Transaction:
         `revision`: `Store.read_journal` recognises them as never applied and leaves them out."""
         self.state.last_updated = self.now
         self.state.revision += 1
+        dump_json(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate(self.state.model_dump())
         text = dump_json(checked)
         journal = self.folder / EVENTS_FILE
