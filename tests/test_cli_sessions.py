@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -236,12 +237,19 @@ def test_concurrent_task_adds_lose_nothing(project: Path, cli) -> None:
     assert reads > 0
 
 
-def test_internal_error_hides_traceback(project: Path) -> None:
-    # a state file that is a directory is not something a user can cause by typing; it is our fault
-    result = run_cli(project, "start", "dev", "--json")
-    session_id = json.loads(result.out)["state"]["session_id"]
-    state = project / ".claude/level-1-dev/sessions" / session_id / "pipeline_status.json"
-    state.unlink()
-    state.mkdir()
-    result = run_cli(project, "status", session_id)
-    assert result.code == 1 and "Traceback" not in result.err and result.err.startswith("error: ")
+def test_internal_error_hides_traceback_and_logs_only_the_command_name(project: Path, tmp_path: Path) -> None:
+    # a bug cannot be caused by typing, so one is planted: the pipeline raises inside `stage start`
+    session_id = run_cli(project, "start", "dev", "--json").json()["state"]["session_id"]
+    state_home = tmp_path / "state"
+    planted = ("import sys; from session_manager import pipeline, cli\n"
+               "def broken(*a, **k): raise RuntimeError('planted bug')\n"
+               "pipeline.start_stage = broken\n"
+               "sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", planted, "stage", "start", session_id, "--json"], cwd=project,
+                          capture_output=True, text=True, env={**os.environ, "XDG_STATE_HOME": str(state_home)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and proc.stderr.startswith("error: internal")
+    assert proc.stderr.count("\n") == 1 and "planted bug" in proc.stderr
+    log = state_home / "session-manager" / "errors.log"
+    text = log.read_text()
+    assert "stage start" in text and "RuntimeError: planted bug" in text and session_id not in text.split("\n")[0]
+    assert log.stat().st_mode & 0o777 == 0o600

@@ -63,7 +63,7 @@ def run_scenario(project: Path, level: str) -> tuple[Service, str]:
     svc.update(session_id=earlier, complete_tasks=["1"], blockers=["Staging database is read-only"],
                learnings=["Route params are async in Next.js 15"])
     clock.advance(25)
-    svc.end(session_id=earlier, summary="Data model sketched; the API fix is started")
+    svc.end(session_id=earlier, summary="Data model sketched; the API fix is started", close_open_stages=True)
 
     clock.now = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
     session_id = svc.start(level=level, number=number, tag="fixture", topic="Fix gantt", budget_usd=5.0,
@@ -102,7 +102,7 @@ def run_scenario(project: Path, level: str) -> tuple[Service, str]:
     svc.update(session_id=session_id, complete_tasks=["Add the critical path"],
                blockers=["Waiting for design review of the drag handles"])
     clock.advance(30)
-    svc.end(session_id=session_id, summary="Async params fixed; drag and drop still open")
+    svc.end(session_id=session_id, summary="Async params fixed; drag and drop still open", close_open_stages=True)
     return svc, session_id
 
 
@@ -262,7 +262,7 @@ def test_end_writes_review_and_completed_with_real_metrics(project: Path) -> Non
     assert "| Quality score   |  0.90 | mean overall score of 2 completed stage(s) " in review
     assert "| Time efficiency |  0.27 | 1h09m actual / 4h15m estimated " in review
     assert "| Cost            | $0.85 | $0.85 of $5.00 (17% of budget, $4.15 left) " in review
-    assert "|   2 | planning       | completed   | 2/3      |  0.88 |   20 min | 14 min | $0.50 |" in review
+    assert "|   2 | planning       | completed | 2/3      |  0.88 |   20 min | 14 min | $0.50 |" in review
     assert "- **Error** in planning (attempt 1, then retry): Type check failed: params is a Promise" in review
     assert "- **Bypassed** execution: Covered by the manual check" in review
     assert "- (execution) Await route params before reading them" in review

@@ -17,19 +17,17 @@ import argparse
 import inspect
 import os
 import sys
-import tempfile
-import traceback
 import types
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 from session_manager import __version__, operations
 from session_manager.errors import InvalidInput, SessionError
 from session_manager.levels import looks_like_session_id
 from session_manager.operations import Cli, Operation
+from session_manager.textsafe import terminal_safe
 
 PROG = "session-manager"
 ID_NOTE = "When ID is left out, the most recent active session is meant."
@@ -233,13 +231,13 @@ def run(op: Operation, cli: Cli, words: list[str]) -> int:
     options.update(json=getattr(namespace, "json", False), service=svc)
     view = operations.load(cli.view or op.view) if (cli.view or op.view) else None
     if view is not None and "options" in inspect.signature(view).parameters:
-        print(call_view(view, result, request, options))  # the view handles --json and its options
+        print(terminal_safe(call_view(view, result, request, options)))  # the view handles --json and its options
     elif options["json"] or view is None:
-        print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else result)
+        print(result.model_dump_json(indent=2) if hasattr(result, "model_dump_json") else terminal_safe(str(result)))
     else:
-        print(call_view(view, result, request, options))
+        print(terminal_safe(call_view(view, result, request, options)))
     for warning in svc.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {terminal_safe(warning)}", file=sys.stderr)
     return 0
 
 
@@ -275,19 +273,19 @@ def dispatch(argv: list[str]) -> int:
     return run(op, cli, argv[used:])
 
 
-def _log_internal_error() -> Path:
-    path = Path(tempfile.gettempdir()) / "session-manager-errors.log"
-    with path.open("a") as handle:
-        handle.write(f"--- session-manager {' '.join(sys.argv[1:2])}\n{traceback.format_exc()}\n")
-    return path
+def command_name(argv: list[str]) -> str:
+    """The command's name only (`stage complete`), never its arguments: they may hold secrets."""
+    found = operations.cli_match(argv)
+    return found[1].path if found else "(unknown command)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        return dispatch(list(sys.argv[1:] if argv is None else argv))
+        return dispatch(words)
     except SessionError as exc:
         # the same message the MCP tools return, word for word (field names as the tools name them)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -295,6 +293,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # our fault: one line for the user, the traceback in a log
-        log = _log_internal_error()
-        print(f"error: internal error ({type(exc).__name__}: {exc}); details in {log}", file=sys.stderr)
+        from session_manager.errorlog import log_internal_error
+
+        try:
+            where = f"details in {log_internal_error(command_name(words))}"
+        except OSError:
+            where = "the log could not be written safely; the details are above"
+        print(f"error: internal error ({type(exc).__name__}: {terminal_safe(str(exc))}); {where}", file=sys.stderr)
         return 1

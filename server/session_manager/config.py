@@ -17,11 +17,15 @@ from session_manager.errors import ConfigError, describe_validation_error
 CONFIG_NAME = "session-manager.toml"
 
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+# bounds keep every derived number finite: tokens (<= 10**12) x price / 10**6 stays far below 1e308
+Usd = Annotated[float, Field(ge=0, le=1_000_000)]
+Price = Annotated[float, Field(ge=0, le=1_000_000)]  # USD per million tokens, or per API call
 STAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML has `inf` and `nan`; neither is a budget, a price or a duration
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class QualityGate(Strict):
@@ -36,7 +40,7 @@ class StageDef(Strict):
     quality_gate: QualityGate | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
     on_quality_fail: str | None = None
-    expected_minutes: Annotated[float, Field(gt=0)] = 15.0
+    expected_minutes: Annotated[float, Field(gt=0, le=525_600)] = 15.0  # at most a year
 
 
 def _stages(*names: str, gated: tuple[str, ...] = (), minutes: float = 15.0) -> list[StageDef]:
@@ -104,24 +108,24 @@ class Pipelines(Strict):
 class Alerts(Strict):
     cost_ratio: Ratio = 0.8
     quality_min: Ratio = 0.85
-    time_ratio: Annotated[float, Field(gt=0)] = 1.2
+    time_ratio: Annotated[float, Field(gt=0, le=1000)] = 1.2
     error_rate: Ratio = 0.10
 
 
 class Budgets(Strict):
     """Default budget in USD per level when `start` names none (seed: episode target $4-5)."""
 
-    dev: Annotated[float, Field(ge=0)] | None = None
-    production: Annotated[float, Field(ge=0)] | None = 5.0
-    platform: Annotated[float, Field(ge=0)] | None = None
-    coded: Annotated[float, Field(ge=0)] | None = None
+    dev: Usd | None = None
+    production: Usd | None = 5.0
+    platform: Usd | None = None
+    coded: Usd | None = None
 
 
 class Backup(Strict):
     enabled: bool = True
     branch: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")] = "session-backups"
-    interval_seconds: Annotated[float, Field(gt=0)] = 300.0
-    coalesce_seconds: Annotated[float, Field(ge=0)] = 2.0
+    interval_seconds: Annotated[float, Field(gt=0, le=86_400 * 365)] = 300.0
+    coalesce_seconds: Annotated[float, Field(ge=0, le=86_400)] = 2.0
     remote: str | None = None
     push: bool = False
 
@@ -136,15 +140,15 @@ class Backup(Strict):
 class ModelPrice(Strict):
     """USD per million tokens."""
 
-    input: Annotated[float, Field(ge=0)]
-    output: Annotated[float, Field(ge=0)]
-    cache_write: Annotated[float, Field(ge=0)] | None = None
-    cache_read: Annotated[float, Field(ge=0)] | None = None
+    input: Price
+    output: Price
+    cache_write: Price | None = None
+    cache_read: Price | None = None
 
 
 class Prices(Strict):
     models: dict[str, ModelPrice] = Field(default_factory=dict)
-    calls: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    calls: dict[str, Price] = Field(default_factory=dict)
 
 
 class Config(Strict):
@@ -169,8 +173,10 @@ def load_config(claude_dir: Path) -> Config:
     """Read `<claude_dir>/session-manager.toml` if present; defaults otherwise."""
     path = claude_dir / CONFIG_NAME
     source = f".claude/{CONFIG_NAME}"
+    from session_manager.store import read_bytes
+
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)  # a linked config is refused (UnsafePath), never followed
     except FileNotFoundError:
         return Config()
     except OSError as exc:

@@ -141,8 +141,10 @@ def previous_session(store: Store, level: str) -> SessionState | None:
 
 def known_issues(claude_dir: Path, limit: int = KNOWN_ISSUES_SHOWN) -> list[str]:
     """The last `limit` bullet lines of `.claude/memory/errors.md` (ours or hand-written)."""
-    try:
-        lines = (claude_dir / "memory" / "errors.md").read_text(encoding="utf-8").splitlines()
+    from session_manager.store import read_bytes
+
+    try:  # confined: a linked errors.md is refused (UnsafePath), never copied into a session
+        lines = read_bytes(claude_dir / "memory" / "errors.md").decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return []
     issues = []

@@ -10,9 +10,12 @@ import statistics
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
 
 from session_manager.model import Timestamp
+from session_manager import reports
 from session_manager.reports import Summary, in_window, stage_positions, trend
 
 ACTIVE = ("initialized", "in_progress", "failed")
@@ -84,7 +87,7 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
         session_id=s["id"], level=s["level"], status=s["status"], topic=s["topic"], stage=s["current"],
         stage_status=s["current_status"], progress_percent=s["progress"], cost_usd=s["cost"], budget_usd=s["budget"],
         started_at=datetime.fromtimestamp(s["started"], UTC), alerts=len(s["alerts"])) for s in running[:50]]
-    finished = [s for s in chosen if s["status"] == "completed" and inside(s["completed"])]
+    finished = [s for s in chosen if reports.finished(s) and inside(s["completed"])]
     overall = [s["overall"] for s in chosen if s["overall"] is not None]
     points = trend(chosen, since, now, inside)
 
@@ -421,3 +424,28 @@ def html_page(board: Dashboard) -> str:
         + (f"<p class=\"muted\">unreadable sessions: {_e(', '.join(board.unreadable))}</p>" if board.unreadable else "")
         + "</body></html>\n"
     )
+
+
+def write_html(target: Path, text: str) -> Path:
+    """Write the page to `target` (`dashboard --html FILE`): only over a regular file or at a
+    new path. A device node, a FIFO, a folder or a symbolic link there is refused, never written
+    through: the page replaces the path itself, atomically."""
+    import os
+    import stat as stat_
+
+    from session_manager.errors import InvalidInput
+    from session_manager.store import atomic_write
+
+    target = target.expanduser()
+    if not target.parent.is_dir():
+        raise InvalidInput(f"cannot write {target}: folder {target.parent} does not exist")
+    target = target.parent.resolve() / target.name
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and not stat_.S_ISREG(mode):
+        kind = "a symbolic link" if stat_.S_ISLNK(mode) else "not a regular file (a device, FIFO or folder)"
+        raise InvalidInput(f"cannot write {target}: it is {kind}; give a new path or a regular file")
+    atomic_write(target, text)
+    return target

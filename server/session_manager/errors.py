@@ -76,3 +76,16 @@ class RestoreRefused(BackupError):
     parent); nothing was changed."""
 
     exit_code = 2
+
+
+class UnsafePath(CorruptState):
+    """A symbolic link (or a non-regular file) where session-manager keeps its own files under
+    `.claude/`: it is damage, reported in one line and never followed."""
+
+
+class StorageFull(SessionError):
+    """The disk (or a file-size limit) refused a write; nothing of the change was saved."""
+
+
+class NonFiniteNumber(InvalidInput):
+    """A NaN or an infinity was about to be saved; nothing was written."""

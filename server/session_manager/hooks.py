@@ -13,6 +13,7 @@ Only light modules are imported here (no mcp, no jinja), so a hook answers fast.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -46,10 +47,10 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
     except SessionError as exc:
         _emit(out, {"systemMessage": f"session-manager {event} hook: {exc}"})
     except Exception as exc:  # our fault: a short line for the user, the traceback in a log
-        from session_manager.cli import _log_internal_error
+        from session_manager.errorlog import log_internal_error
 
         try:
-            where = f"; details in {_log_internal_error()}"
+            where = f"; details in {log_internal_error(f'hook {name}')}"
         except OSError:
             where = ""
         _emit(out, {"systemMessage": f"session-manager {event} hook failed ({type(exc).__name__}: {exc}){where}"})
@@ -57,7 +58,18 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
 
 
 def _emit(out: TextIO, message: dict[str, Any]) -> None:
-    out.write(json.dumps(message) + "\n")
+    """One JSON line; every text in it is terminal-safe (Claude Code shows `systemMessage` in the
+    terminal and the context to the model: no escape sequences or bidi marks reach either)."""
+    from session_manager.textsafe import terminal_safe
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return terminal_safe(value)
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
+
+    out.write(json.dumps(clean(message)) + "\n")
     out.flush()
 
 
@@ -80,7 +92,13 @@ def _project_root(payload: dict[str, Any]) -> Path | None:
 
     cwd = payload.get("cwd")
     start = Path(cwd) if isinstance(cwd, str) and cwd and Path(cwd).is_dir() else None
-    root = find_root(start)
+    if not os.environ.get("CLAUDE_PROJECT_DIR"):
+        try:
+            root = find_root(start)
+        except InvalidInput:  # the home folder: its .claude/ is Claude Code's, not a project
+            return None
+    else:
+        root = find_root(start)  # a CLAUDE_PROJECT_DIR that does not exist is said, in one line
     return root if (root / ".claude").is_dir() else None
 
 

@@ -4,6 +4,8 @@ When a session ends, its learnings, decisions and errors are appended, one line 
 linked to the session's review. Each line carries an invisible marker (`<!-- sm:ID:KIND:HASH -->`)
 and a line whose marker is already in the file is never written again, so a second end, a retry
 or a re-render adds nothing. Appends hold a lock and rewrite the file atomically.
+A memory file (or the folder) that is a symbolic link is refused with one line, never followed:
+it would copy whatever it points to (a credentials file) into the memory and the backups.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from session_manager.levels import level_of
 from session_manager.model import SessionState
-from session_manager.store import Store, atomic_write
+from session_manager.store import Store, atomic_write, guard, read_bytes
 
 FILES = {
     "learning": ("patterns.md", "Patterns", "Learnings recorded at the end of each session, newest last."),
@@ -56,8 +58,9 @@ def record(store: Store, state: SessionState, lock_timeout: float = 30.0) -> dic
     wanted = {kind: items for kind, items in entries(state).items() if items}
     if not wanted:
         return added
+    guard(folder)  # a linked memory folder or file is refused (UnsafePath), never read or written through
     folder.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(store.private_dir() / "memory.lock"), timeout=lock_timeout)
+    lock = FileLock(str(store.private_file("memory.lock")), timeout=lock_timeout)
     try:
         lock.acquire()
     except Timeout:
@@ -67,7 +70,7 @@ def record(store: Store, state: SessionState, lock_timeout: float = 30.0) -> dic
             name, title, intro = FILES[kind]
             path = folder / name
             try:
-                text = path.read_text(encoding="utf-8")
+                text = read_bytes(path).decode("utf-8", errors="replace")
             except FileNotFoundError:
                 text = f"# {title}\n\n{intro}\n\n"
             lines = []

@@ -6,11 +6,12 @@ written by this tool read like the ones people already know. Times are ISO-8601 
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -31,7 +32,8 @@ Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    # allow_inf_nan=False: a NaN or an infinity in a state file is damage, named on load
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -163,6 +165,8 @@ class SessionState(Model):
     """`pipeline_status.json`: the single source of truth for one session."""
 
     schema_version: int = SCHEMA_VERSION
+    # +1 per committed change; journal lines carry it as `rev` (see store.Transaction.commit)
+    revision: int = Field(0, ge=0)
     session_id: str
     level: Literal["dev", "production", "platform", "coded"]
     episode_number: int | None = None
@@ -192,6 +196,13 @@ class SessionState(Model):
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_SESSION
+
+    @model_validator(mode="after")
+    def _known_current_stage(self) -> SessionState:
+        if self.current_stage is not None and self.current_stage not in self.stages:
+            known = ", ".join(self.stages) or "none"
+            raise ValueError(f"current_stage {self.current_stage[:64]!r} is not one of its stages ({known})")
+        return self
 
 
 class CreatedBy(Model):
@@ -258,6 +269,33 @@ def format_duration(seconds: float | None) -> str:
     return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
+def non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted path of the first NaN or infinity in `value` (dicts, lists, models), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "value")
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = non_finite(item, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = non_finite(item, f"{where}.{index}" if where else str(index))
+            if found:
+                return found
+    return None
+
+
 def dump_json(model: BaseModel) -> str:
-    """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline."""
+    """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline.
+    A NaN or an infinity anywhere is refused (pydantic would write `null`, and the file would
+    then be "damaged"): NonFiniteNumber, raised before anything is written."""
+    where = non_finite(model)
+    if where is not None:
+        from session_manager.errors import NonFiniteNumber
+
+        raise NonFiniteNumber(f"refusing to save {where}: it is not a finite number (NaN or infinity);"
+                              " nothing was written")
     return model.model_dump_json(indent=2) + "\n"

@@ -467,6 +467,34 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
     return Outcome("resumed", target, next_stage=target, feedback=[note] if note else [])
 
 
+OPEN_STAGE = (T.in_progress, T.retrying)
+CLOSED_AT_END = "closed at session end"
+
+
+def close_open_stages(tx: Transaction, close: bool) -> list[str]:
+    """Stages still running when the session ends: refused (one line naming them and the flag
+    that ends anyway) unless `close`; then each goes back to `pending` (allowed from in_progress
+    and retrying; it did not finish, so it is not done) with the reason "closed at session end",
+    and a `stage_closed` event. Returns the stages closed."""
+    state = tx.state
+    open_stages = [name for name, stage in state.stages.items() if stage.status in OPEN_STAGE]
+    if not open_stages:
+        return []
+    if not close:
+        listed = ", ".join(f"{name} ({state.stages[name].status})" for name in open_stages)
+        raise InvalidTransition(
+            f"session {state.session_id} has stages still open: {listed}; complete or record them first,"
+            " or end anyway with --close-open-stages (they are recorded as closed at session end)"
+        )
+    for name in open_stages:
+        stage_state = state.stages[name]
+        set_stage_status(tx, name, T.pending, CLOSED_AT_END)
+        stage_state.last_error = CLOSED_AT_END
+        tx.event("stage_closed", stage=name, reason=CLOSED_AT_END, attempts=stage_state.attempts)
+    refresh_progress(state)
+    return open_stages
+
+
 def _reopen(tx: Transaction, stage: str, why: str) -> None:
     """Put a stage back to pending (resume, or routed back by a gate); its record is archived."""
     stage_state = tx.state.stages[stage]

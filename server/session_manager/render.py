@@ -4,12 +4,21 @@ A template `NAME.md.j2` is looked up in this order (the first file found wins):
 `.claude/templates/<level>/`, `.claude/templates/`, the shipped `templates/<level>/`, the shipped
 `templates/`. Includes and imports (`_macros.md.j2`) follow the same order, so a project can
 override a shared piece too. Jinja is imported only here, and only when something is rendered.
+
+Limits: a template renders within `RENDER_SECONDS` and `RENDER_CHARS` of output (checked on
+every call, attribute access, `range` step and output chunk), else one TemplateError; it renders
+outside the session lock (the lock is taken only to write the files, and only if the state did
+not change meanwhile). User text (tasks, blockers, notes, titles) is escaped by
+`textsafe.markdown_text` before it reaches a template, so it cannot open a heading, a checkbox
+or a table row. A template override that is a symbolic link is refused, never followed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError
 from session_manager.levels import LEVELS
-from session_manager.store import atomic_write
+from session_manager.store import UnsafePath, atomic_write, guard, read_bytes, shown
 
 if TYPE_CHECKING:
     from session_manager.service import Service
@@ -31,6 +40,10 @@ AT_END = ("plan", "completed", "review")
 # Levels whose shipped plan.md lists tasks or blockers, so a task or blocker change refreshes it.
 PLAN_SHOWS_TASKS = frozenset({"dev", "platform", "coded"})
 NAME_PATTERN = re.compile(r"^_?[a-z][a-z0-9_-]{0,63}$")
+RENDER_SECONDS = 5.0  # per template: a loop that runs longer is a mistake, and we hold a session's work
+RENDER_CHARS = 2_000_000  # per template: far above any real session file
+_LIMITS = threading.local()
+UNLOCKED_ATTEMPTS = 3  # renders outside the lock before one under it (a session that keeps changing)
 
 
 # -- names and lookup -----------------------------------------------------------------
@@ -188,15 +201,107 @@ def environment(root: Path, level: str | None = None) -> Any:
     return env
 
 
-def _new_environment(folders: list[tuple[Path, str]]) -> Any:
-    from jinja2 import FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
+class RenderLimit(Exception):
+    """A template went past RENDER_SECONDS or RENDER_CHARS."""
 
-    loader = FileSystemLoader([str(folder) for folder, _ in folders])
-    env = SandboxedEnvironment(loader=loader, undefined=StrictUndefined, autoescape=False, trim_blocks=True,
-                               lstrip_blocks=True, keep_trailing_newline=True, auto_reload=False)
+
+def _check_deadline() -> None:
+    deadline = getattr(_LIMITS, "deadline", None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise RenderLimit(f"took longer than {RENDER_SECONDS:g} s (a loop too large?); rendering stopped")
+
+
+def _check_size(size: int) -> None:
+    if size > RENDER_CHARS:
+        raise RenderLimit(f"output is larger than {RENDER_CHARS:,} characters; rendering stopped")
+
+
+class _Range:
+    """`range` for templates: the sandbox's bound on its length, plus the time limit checked as
+    it is walked (nested loops multiply; each step checks the clock)."""
+
+    def __init__(self, *args: int) -> None:
+        from jinja2.sandbox import safe_range
+
+        self._range = safe_range(*args)
+
+    def __iter__(self) -> Any:
+        for index, value in enumerate(self._range):
+            if not index & 255:
+                _check_deadline()
+            yield value
+
+    def __len__(self) -> int:
+        return len(self._range)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._range[item]
+
+
+def _sized(value: Any) -> int:
+    return len(value) if isinstance(value, (str, list, tuple)) else 0
+
+
+def _bounded_sandbox() -> Any:
+    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+
+    class BoundedSandbox(SandboxedEnvironment):  # type: ignore[misc]
+        intercepted_binops = frozenset({"*", "**"})
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            _check_deadline()
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+                raise SecurityError("exponent too large in a template")
+            if operator == "*" and (_sized(left) or _sized(right)):
+                count = right if _sized(left) else left
+                if isinstance(count, int):
+                    _check_size(max(_sized(left), _sized(right)) * count)
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            _check_deadline()
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            _check_deadline()
+            return super().getattr(obj, attribute)
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            _check_deadline()
+            return super().getitem(obj, argument)
+
+    return BoundedSandbox
+
+
+def _confined_loader(paths: list[str]) -> Any:
+    from jinja2 import FileSystemLoader
+
+    class ConfinedLoader(FileSystemLoader):  # type: ignore[misc]
+        """Project overrides under `.claude/templates/` must be regular files, not links: a
+        link would copy what it points to (a credentials file) into session files and backups."""
+
+        def get_source(self, environment: Any, template: str) -> Any:
+            source, filename, uptodate = super().get_source(environment, template)
+            try:
+                guard(Path(filename))
+            except UnsafePath:
+                raise TemplateError(
+                    f"template override {shown(Path(filename))} is a symbolic link; session-manager does"
+                    " not follow links under .claude/ (replace it with a regular file)"
+                ) from None
+            return source, filename, uptodate
+
+    return ConfinedLoader(paths)
+
+
+def _new_environment(folders: list[tuple[Path, str]]) -> Any:
+    from jinja2 import StrictUndefined
+
+    loader = _confined_loader([str(folder) for folder, _ in folders])
+    env = _bounded_sandbox()(loader=loader, undefined=StrictUndefined, autoescape=False, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, auto_reload=False)
     env.filters.update(money=money, pct=pct, score=score, minutes=minutes)
-    env.globals.update(table=table)
+    env.globals.update(table=table, range=_Range)
     return env
 
 
@@ -232,17 +337,32 @@ def describe(root: Path, file: str, exc: Exception) -> TemplateError:
         return TemplateError(f"{where}: refused by the sandbox: {message} (templates cannot reach Python internals)")
     if isinstance(exc, UndefinedError):
         return TemplateError(f"{where}: undefined variable: {message} (see docs/templates.md for the variables)")
+    if isinstance(exc, RenderLimit):
+        return TemplateError(f"{where}: {message}")
     return TemplateError(f"{where}: {type(exc).__name__}: {message}")
 
 
 def render_with(env: Any, root: Path, name: str, context: dict[str, Any]) -> str:
+    """Render with the limits (time, output size); user text in `context` is escaped first."""
+    from session_manager.textsafe import markdown_variables
+
     file = template_name(name) + SUFFIX
+    _LIMITS.deadline = time.monotonic() + RENDER_SECONDS
     try:
-        text = env.get_template(file).render(context)
+        chunks: list[str] = []
+        size = 0
+        for chunk in env.get_template(file).generate(markdown_variables(context)):
+            size += len(chunk)
+            _check_size(size)
+            _check_deadline()
+            chunks.append(chunk)
+        text = "".join(chunks)
     except (SessionError, KeyboardInterrupt):
         raise
     except Exception as exc:  # anything a template can raise becomes one clear line
         raise describe(root, file, exc) from None
+    finally:
+        _LIMITS.deadline = None
     return tidy(text)
 
 
@@ -254,41 +374,57 @@ def render_text(root: Path, name: str, context: dict[str, Any], level: str | Non
 
 def render_session(service: Service, session_id: str, names: tuple[str, ...] | None = None,
                    trigger: str | None = None) -> tuple[list[str], list[TemplateError]]:
-    """Render a session's markdown into its folder, under the session lock (so the last
-    writer always renders the newest state). Each file is rendered to a string first and
-    written atomically: a failing template leaves its old file untouched.
+    """Render a session's markdown into its folder. Templates render OUTSIDE the session lock
+    (a slow template never blocks the session's writers); the lock is taken only to write, and
+    only if the state is still the one rendered (same `revision`): otherwise it renders again
+    from the newer state (after UNLOCKED_ATTEMPTS, once under the lock, which the time limit
+    bounds), so the last writer always leaves the newest state's markdown.
+    Each file is written atomically: a failing template leaves its old file untouched.
     `names=None` picks by `trigger`. Returns (files written, template errors)."""
     from session_manager.context import read_start_context, template_variables
 
     store, config = service.store, service.config
     folder = store.session_dir(session_id)
-    with store.lock(session_id):
+
+    def render_all() -> tuple[Any, dict[str, str], list[TemplateError]]:
         state = store.read_state(session_id)
-        if names is None:
-            names = templates_for(trigger or "", state.level, finished=not state.active)
+        chosen = names if names is not None else templates_for(trigger or "", state.level, finished=not state.active)
         variables = template_variables(state, store.read_metadata(session_id), config,
                                        read_start_context(folder), folder, service.clock())
         env = environment(service.root, state.level)
-        written, failures = [], []
-        for name in names:
+        texts: dict[str, str] = {}
+        failures: list[TemplateError] = []
+        for name in chosen:
             try:
-                text = render_with(env, service.root, name, variables)
+                texts[name] = render_with(env, service.root, name, variables)
             except TemplateError as exc:
                 failures.append(exc)
-                continue
+        return state, texts, failures
+
+    for _attempt in range(UNLOCKED_ATTEMPTS):
+        state, texts, failures = render_all()
+        with store.lock(session_id):
+            now = store.read_state(session_id)
+            if (now.revision, now.last_updated) == (state.revision, state.last_updated):
+                for name, text in texts.items():
+                    _write_if_changed(folder / f"{name}.md", text)
+                return [f"{name}.md" for name in texts], failures
+    # the session keeps changing (many writers): render once under the lock, bounded by the limits
+    with store.lock(session_id):
+        state, texts, failures = render_all()
+        for name, text in texts.items():
             _write_if_changed(folder / f"{name}.md", text)
-            written.append(f"{name}.md")
-    return written, failures
+    return [f"{name}.md" for name in texts], failures
 
 
 def _write_if_changed(path: Path, text: str) -> None:
     """Atomic write, skipped when the file already holds exactly this text (no fsync, no
     new mtime, nothing for the backup to commit)."""
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_bytes(path).decode("utf-8") == text:
             return
-    except (OSError, UnicodeDecodeError):
-        pass
+    except (OSError, UnicodeDecodeError, UnsafePath):
+        pass  # a link is refused by atomic_write, with its message
     # atomic, but not fsynced: rendered markdown is derived from the state and re-rendered from it
     atomic_write(path, text, durable=False)
 
@@ -397,7 +533,7 @@ def show_template(root: Path, name: str, level: str | None = None) -> str:
         known = ", ".join(known_names(root)) or "none"
         where = f" for level {level}" if level else ""
         raise NotFound(f"no template {template_name(name)}{SUFFIX}{where}; templates: {known}")
-    return found[0].read_text(encoding="utf-8")
+    return read_bytes(found[0]).decode("utf-8") if found[1] == "project" else found[0].read_text(encoding="utf-8")
 
 
 class TemplateCopy(BaseModel):

@@ -187,21 +187,7 @@ def dashboard_output(board: Any, request: Any, options: dict[str, Any]) -> str:
 
     html = options.get("html")
     if html:
-        import os
-        import stat
-
-        from session_manager.store import atomic_write
-
-        target = Path(html).expanduser()
-        if not target.parent.is_dir():
-            raise InvalidInput(f"cannot write {html}: folder {target.parent} does not exist")
-        try:
-            mode = os.lstat(target).st_mode
-        except FileNotFoundError:
-            mode = None
-        if mode is not None and not stat.S_ISREG(mode):
-            raise InvalidInput(f"cannot write {html}: it exists and is not a regular file")
-        atomic_write(target.parent.resolve() / target.name, dashboard.html_page(board))
+        target = dashboard.write_html(Path(html), dashboard.html_page(board))
         if not options.get("json"):
             return (f"wrote {target} ({len(board.in_progress)} in progress, {board.finished} finished,"
                     f" last {board.days} days)")

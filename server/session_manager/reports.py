@@ -9,9 +9,10 @@ new inode), so a stale summary is never believed; the session files stay the tru
 Definitions (also in docs/costs-and-reports.md):
 * a session is *in* a window when it started before the window ends and was last touched
   (ended, completed or updated) after it begins;
-* *finished*: completed inside the window; *completion rate* = finished / sessions in the window;
+* *finished*: completed inside the window with every stage done (completed, bypassed or skipped):
+  a session ended with stages left is not finished; *completion rate* = finished / sessions in the window;
 * *error recovery rate*: of the sessions that met an error (a recorded failure or a failed
-  quality gate), the share now completed, or in progress with no stage failed, retrying or
+  quality gate), the share now finished, or in progress with no stage failed, retrying or
   escalated;
 * quality: each session's latest score per metric; spread is the population standard deviation;
 * cost target: each session's budget; a stage's target is its even share of that budget.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -35,7 +37,7 @@ from pydantic import BaseModel, Field
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
-from session_manager.store import STATE_FILE, Store, atomic_write
+from session_manager.store import STATE_FILE, Store, atomic_write, read_bytes
 
 try:
     from orjson import dumps as _dumps
@@ -50,10 +52,11 @@ except ImportError:  # pragma: no cover
 
 
 CACHE_FILE = "report-cache.json"
-CACHE_VERSION = 2  # bump when the summary's shape changes: older caches are ignored
+CACHE_VERSION = 3  # bump when the summary's shape changes: older caches are ignored
 ERROR_TEXT_LIMIT = 300
 LIST_LIMIT = 50  # bypasses, alerts and error patterns listed in a report (counts cover them all)
 FAILED_STAGE = frozenset({"failed", "retrying", "escalated"})
+DONE_STATUSES = frozenset({"completed", "bypassed", "skipped"})
 SESSION_STATUSES = frozenset(str(status) for status in SessionStatus)
 Summary = dict[str, Any]
 
@@ -109,26 +112,39 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
         "progress": data.get("progress", {}).get("percent", 0.0),
         "alerts": [[a["kind"], a["severity"], a["message"]] for a in data.get("alerts", [])],
         "claude_sessions": list(data.get("claude_sessions", [])),
+        # the pipeline ran to its end: no stage pending, running, failed or retrying
+        "pipeline_done": all(s.get("status") in DONE_STATUSES for s in stages.values()),
     }
+
+
+def finished(s: Summary) -> bool:
+    """Completed with its whole pipeline done: ending early never counts as finishing."""
+    return bool(s["status"] == "completed" and s.get("pipeline_done"))
 
 
 def _read_summary(store: Store, session_id: str, path: str, folder: str) -> Summary:
     """The summary of one session's state file; CorruptState (naming the problem) if it is damaged."""
     try:
-        with open(path, "rb") as handle:
-            data = _loads(handle.read())
-        if data.get("schema_version") == SCHEMA_VERSION:
+        data = _loads(read_bytes(Path(path)))
+        if data.get("schema_version") == SCHEMA_VERSION and _finite_numbers(data):
             return summarize(data, _topic(Path(folder)))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     state = store.read_state(session_id)  # migrates an older schema, or raises naming what is wrong
     return summarize(state.model_dump(mode="json"), _topic(Path(folder)))
 
 
+def _finite_numbers(data: Any) -> bool:
+    """No NaN or infinity anywhere (a hand-edited file): the model then names the field."""
+    from session_manager.model import non_finite
+
+    return non_finite(data) is None
+
+
 def _topic(folder: Path) -> str | None:
     try:
-        data = _loads((folder / "metadata.json").read_bytes())
-    except (OSError, ValueError):
+        data = _loads(read_bytes(folder / "metadata.json"))
+    except (OSError, ValueError, SessionError):
         return None
     topic = data.get("topic") if isinstance(data, dict) else None
     return topic if isinstance(topic, str) else None
@@ -139,13 +155,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
     Summaries come from the cache when the state file's key is unchanged, else from the file."""
     private = store.claude_dir / ".session-manager"
     cache_path = private / CACHE_FILE
-    try:
-        cache = _loads(cache_path.read_bytes())
-        if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION:
-            cache = {}
-    except (OSError, ValueError):
-        cache = {}
-    cached: dict[str, list[Any]] = cache.get("sessions", {}) if cache else {}
+    cached = _load_cache(cache_path)
     fresh: dict[str, list[Any]] = {}
     summaries: list[Summary] = []
     unreadable: list[str] = []
@@ -155,13 +165,14 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
     for session_id in store.iter_ids(wanted):
         folder = os.path.join(folders[session_id.split("_", 1)[0]], session_id)
         try:
-            st = os.stat(os.path.join(folder, STATE_FILE))
-        except OSError:
+            store.session_dir(session_id)  # a linked or stray entry is damage, never followed
+            st = os.lstat(os.path.join(folder, STATE_FILE))
+        except (OSError, SessionError):
             unreadable.append(session_id)
             continue
         key = [st.st_mtime_ns, st.st_size, st.st_ino]
         hit = cached.get(session_id)
-        if hit is not None and hit[0] == key:
+        if hit is not None and hit[0] == key and stat.S_ISREG(st.st_mode):
             summary = hit[1]
         else:
             try:
@@ -183,6 +194,33 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple
         except OSError:
             pass  # a read-only project still gets its report, just without the cache
     return summaries, unreadable
+
+
+def _load_cache(path: Path) -> dict[str, list[Any]]:
+    """The cached summaries, {id: [key, summary]}; a cache that does not parse, or any entry of
+    the wrong shape, is dropped (and rebuilt from the state files), never trusted."""
+    try:
+        cache = _loads(read_bytes(path))
+    except (OSError, ValueError, RecursionError, SessionError):
+        return {}
+    if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION:
+        return {}
+    sessions = cache.get("sessions")
+    if not isinstance(sessions, dict):
+        return {}
+    return {
+        session_id: value for session_id, value in sessions.items()
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
+        and isinstance(value[1], dict) and _summary_shaped(value[1])
+    }
+
+
+_SUMMARY_KEYS = frozenset({"id", "level", "status", "started", "updated", "cost", "by_stage", "stages", "quality",
+                           "errors", "gates", "bypasses", "durations", "alerts", "claude_sessions", "pipeline_done"})
+
+
+def _summary_shaped(summary: dict[str, Any]) -> bool:
+    return _SUMMARY_KEYS <= summary.keys() and summary["status"] in SESSION_STATUSES
 
 
 # -- statistics -------------------------------------------------------------------------------
@@ -366,10 +404,10 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
 
     status = Counter(s["status"] for s in chosen)
     started = sum(1 for s in chosen if low <= s["started"] < high)
-    finished_count = sum(1 for s in chosen if s["status"] == "completed" and inside(s["completed"]))
+    finished_count = sum(1 for s in chosen if finished(s) and inside(s["completed"]))
     troubled = [s for s in chosen if s["error_count"] or s["gates"]]
     recovered = sum(1 for s in troubled
-                    if s["status"] == "completed" or (s["status"] == "in_progress" and not s["open_failures"]))
+                    if finished(s) or (s["status"] == "in_progress" and not s["open_failures"]))
     counts = SessionCounts(
         run=len(chosen), started=started, finished=finished_count, in_progress=status["in_progress"],
         initialized=status["initialized"], failed=status["failed"], abandoned=status["abandoned"],
@@ -415,8 +453,8 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
     cost.by_stage.sort(key=lambda c: (positions.get(c.stage, 10_000), c.stage))
     cost.unassigned_usd = round(max(0.0, total - staged), 6)
 
-    finished = [s for s in chosen if s["status"] == "completed" and inside(s["completed"])]
-    time_to_completion = Stat.of([s["completed"] - s["started"] for s in finished], 1)
+    done = [s for s in chosen if finished(s) and inside(s["completed"])]
+    time_to_completion = Stat.of([s["completed"] - s["started"] for s in done], 1)
     seconds: dict[str, list[float]] = defaultdict(list)
     for s in chosen:
         for stage, value in s["durations"].items():
@@ -504,7 +542,7 @@ def trend(summaries: list[Summary], since: datetime, until: datetime, inside: An
             start[3] += s["budget"] or 0.0
             if s["overall"] is not None:
                 quality[day_of(s["started"])].append(s["overall"])
-        if s["status"] == "completed" and inside(s["completed"]):
+        if finished(s) and inside(s["completed"]):
             done = sums.get(day_of(s["completed"]))
             if done is not None:
                 done[1] += 1

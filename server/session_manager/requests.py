@@ -78,7 +78,9 @@ OptionalId = Annotated[SessionId | None, Field(description="omit for the active 
 
 class Request(BaseModel):
     # defer_build: a CLI run validates one request; building every schema at import costs ~10 ms
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, defer_build=True)
+    # allow_inf_nan=False: no NaN or infinity enters through any float of any request
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, frozen=True, defer_build=True,
+                              allow_inf_nan=False)
 
 
 class StartRequest(Request):
@@ -123,6 +125,7 @@ class EndRequest(Request):
     session_id: OptionalId = None
     summary: Annotated[Text | None, Field(description="what the session achieved")] = None
     abandoned: Annotated[bool, Field(description="end it as abandoned instead of completed")] = False
+    close_open_stages: Annotated[bool, Field(description="end even with stages in progress: they are closed")] = False
 
 
 class StageStartRequest(Request):

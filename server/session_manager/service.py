@@ -11,6 +11,7 @@ import functools
 import getpass
 import json
 import logging
+import math
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -180,16 +181,28 @@ class Service:
         return self.store.transaction(session_id, self.actor, self.clock())
 
     def _durations(self) -> dict[str, list[float]]:
+        """The durations cache; anything of the wrong shape (or unreadable) is dropped, so the
+        cache rebuilds itself instead of failing every write."""
+        from session_manager.store import read_bytes
+
         path = self.store.claude_dir / ".session-manager" / DURATIONS_FILE
         try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
+            data = json.loads(read_bytes(path))
+        except (OSError, ValueError, RecursionError, CorruptState):
             return {}
-        return data if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        clean: dict[str, list[float]] = {}
+        for key, samples in data.items():
+            if isinstance(samples, list):
+                numbers = [float(v) for v in samples if type(v) in (int, float) and math.isfinite(v) and v >= 0]
+                if numbers:
+                    clean[key] = numbers[-DURATION_SAMPLES:]
+        return clean
 
     def _remember_duration(self, level: str, stage: str, seconds: float | None) -> None:
         """Feed this project's own history of stage durations, used for time estimates."""
-        if seconds is None:
+        if seconds is None or not math.isfinite(seconds):
             return
         from filelock import FileLock
 
@@ -197,7 +210,7 @@ class Service:
 
         folder = self.store.private_dir()
         try:
-            with FileLock(str(folder / "durations.lock"), timeout=self.config.lock_timeout_seconds):
+            with FileLock(str(self.store.private_file("durations.lock")), timeout=self.config.lock_timeout_seconds):
                 data = self._durations()
                 samples = data.setdefault(f"{level}/{stage}", [])
                 samples.append(round(seconds, 1))
@@ -302,7 +315,12 @@ class Service:
                 continue
             if req.status not in (None, "active") and state.status != req.status:
                 continue
-            summaries.append(SessionSummary.of(state, self.store.read_metadata(session_id)))
+            try:
+                metadata = self.store.read_metadata(session_id)
+            except CorruptState as exc:
+                damaged.append(str(exc))
+                continue
+            summaries.append(SessionSummary.of(state, metadata))
             if req.limit and len(summaries) >= req.limit:
                 break
         summaries.sort(key=lambda s: s.started_at, reverse=True)
@@ -370,6 +388,8 @@ class Service:
                     f"session {session_id} already ended ({state.status}) at"
                     f" {state.ended_at:%Y-%m-%d %H:%M} UTC; a session ends once"
                 )
+            # open stages are refused unless asked to close them; abandoning closes them (it says the work stops)
+            pipeline.close_open_stages(tx, req.close_open_stages or req.abandoned)
             if req.abandoned:
                 pipeline.set_session_status(tx, SessionStatus.abandoned, "ended as abandoned")
             elif state.status == SessionStatus.failed:
@@ -448,7 +468,8 @@ class Service:
 
     @operation
     def journal(self, req: JournalRequest) -> Journal:
-        """The session's last events, and how many torn lines (a crash mid-write) were skipped."""
+        """The session's last events, and how many lines were left out: torn (a crash mid-write), of
+        the wrong shape, or written ahead for a change that never reached the state."""
         resolved = self.resolve_id(req.session_id)
         records, skipped = self.store.read_events(resolved)
         if skipped:

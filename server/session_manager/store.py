@@ -6,16 +6,24 @@
   appears complete or not at all (built under a temp name, then renamed).
 * Every read-modify-write runs in `Store.transaction`, which holds the session's lock
   (an `flock`, released by the kernel if the holder dies, so a killed process leaves no stale lock).
-* `events.jsonl` is append-only: one JSON line per change.
+* `events.jsonl` is append-only: one JSON line per change, written AHEAD of the state (see
+  `Transaction.commit`), so a change is in both or in neither.
+* Confinement: nothing under `.claude/` is ever reached through a symbolic link. Every path is
+  checked from `.claude/` down (`guard`) and files are opened with `O_NOFOLLOW`; a link (or a
+  FIFO, a device) where one of our files or folders should be is damage (`UnsafePath`), named
+  in one line with the command that restores it, never followed. `.claude` itself may be a link
+  (dotfile managers do that); everything below it is ours and must be real.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -24,8 +32,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from session_manager.errors import CorruptState, InvalidInput, LockTimeout, NotFound
-from session_manager.levels import LEVELS, Level, check_session_id, level_of
+from session_manager.errors import (
+    CorruptState,
+    InvalidInput,
+    LockTimeout,
+    NotFound,
+    StorageFull,
+    UnsafePath,
+)
+from session_manager.levels import LEVELS, Level, check_session_id, level_of, looks_like_session_id
 from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, dump_json, utcnow
 
 STATE_FILE = "pipeline_status.json"
@@ -36,16 +51,134 @@ FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def find_root(cwd: Path | None = None) -> Path:
-    """The project root: `CLAUDE_PROJECT_DIR`, else the nearest folder upwards holding
-    `.claude/` or `.git`, else the current folder."""
+    """The project root: `CLAUDE_PROJECT_DIR` (it must be an existing folder: a misspelt one
+    would silently start a new project), else the nearest folder upwards holding `.claude/` or
+    `.git`, else the current folder.
+
+    The walk stops at `$HOME`: Claude Code keeps its own `~/.claude` for every user, so `~/.claude`
+    alone never makes `$HOME` a project (only `~/.git` does). Below `$HOME`, a folder with no
+    project marker up to `$HOME` is its own project, like `git init` makes the current folder a
+    repository: that is where a user who runs `start` there expects the session to appear, and
+    refusing would make the first session impossible outside git. Only `$HOME` itself (without
+    `.git`) is refused, since sessions there would mix with Claude Code's own files."""
     env = os.environ.get("CLAUDE_PROJECT_DIR")
     if env:
-        return Path(env).expanduser().resolve()
+        chosen = Path(env).expanduser()
+        if not chosen.is_dir():
+            raise InvalidInput(
+                f"CLAUDE_PROJECT_DIR={env[:200]!r} is not an existing folder; fix it or unset it"
+            )
+        return chosen.resolve()
     start = (cwd or Path.cwd()).resolve()
+    home = _home()
     for folder in (start, *start.parents):
+        if folder == home:
+            if (folder / ".git").exists():
+                return folder
+            if start == home:
+                raise InvalidInput(
+                    "the home folder is not a project (its .claude/ belongs to Claude Code): run"
+                    " session-manager inside a project folder, or set CLAUDE_PROJECT_DIR"
+                )
+            return start
         if (folder / ".claude").is_dir() or (folder / ".git").exists():
             return folder
     return start
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        return None
+
+
+# -- confinement ------------------------------------------------------------------------
+FULL_DISK = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+def shown(path: Path) -> str:
+    """`path` from its `.claude/` on (what a user recognises), else as given."""
+    parts = path.parts
+    if ".claude" in parts:
+        return "/".join(parts[len(parts) - 1 - parts[::-1].index(".claude"):])
+    return str(path)
+
+
+def _fix_hint(path: Path) -> str:
+    for part in path.parts:
+        if looks_like_session_id(part):
+            return f"remove it, then restore the session with `session-manager backup restore {part}`"
+    return "remove it or replace it with a regular file"
+
+
+def _link_error(path: Path) -> UnsafePath:
+    prefix = next((f"{p}: " for p in path.parts if looks_like_session_id(p)), "")
+    return UnsafePath(f"{prefix}{shown(path)} is a symbolic link; session-manager never follows links"
+                      f" under .claude/; {_fix_hint(path)}")
+
+
+def guard(path: Path) -> int | None:
+    """Refuse `path` if it, or any folder between the nearest `.claude/` above it and it, is a
+    symbolic link; its `lstat` mode when it exists, None when it does not (yet).
+    A path outside `.claude/` has only its last part checked."""
+    parts = path.parts
+    if ".claude" in parts:
+        first = len(parts) - parts[::-1].index(".claude")
+        chain = [Path(*parts[: i + 1]) for i in range(first, len(parts))]
+    else:
+        chain = [path]
+    mode: int | None = None
+    for current in chain:
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat.S_ISLNK(mode):
+            raise _link_error(current)
+    return mode
+
+
+def open_fd(path: Path, flags: int, mode: int = 0o644) -> int:
+    """`os.open` confined: parents checked by `guard`, the file itself opened with O_NOFOLLOW
+    (and O_NONBLOCK, so a planted FIFO cannot hang us) and required to be a regular file."""
+    guard(path.parent)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(path) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(f"{shown(path)} is not a regular file (a device, FIFO or folder); {_fix_hint(path)}")
+    return fd
+
+
+_MODES = {
+    "rb": os.O_RDONLY,
+    "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+    "wb": os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+    "r+b": os.O_RDWR,
+}
+
+
+def safe_open(path: Path, mode: str = "rb") -> Any:
+    """`open(path, mode)` for our own files ("rb", "ab", "wb", "r+b"), confined like `open_fd`:
+    a link is refused (UnsafePath), never followed or truncated through."""
+    return os.fdopen(open_fd(path, _MODES[mode]), mode)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of one of our files, confined (FileNotFoundError when it does not exist)."""
+    with safe_open(path, "rb") as handle:
+        data: bytes = handle.read()
+    return data
+
+
+def storage_error(exc: OSError, what: str) -> StorageFull:
+    return StorageFull(f"nothing was saved: writing {what} failed ({exc.strerror or exc});"
+                       " free disk space (or raise the file-size limit) and retry")
 
 
 def atomic_write(path: Path, data: str | bytes, *, durable: bool = True, sync_dir: bool = True) -> None:
@@ -55,8 +188,11 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True, sync_di
     it against a power cut too. Caches we can rebuild pass `durable=False`; a caller writing
     several files into one folder passes `sync_dir=False` and syncs the folder once at the end."""
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    mode = guard(path)  # a link at the path or above it (under .claude/) is refused, not replaced
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UnsafePath(f"{shown(path)} is not a regular file (a device, FIFO or folder); {_fix_hint(path)}")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
@@ -79,35 +215,77 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def append_line(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line with a single write, so concurrent appenders never interleave."""
-    line = (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+def _line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+            + "\n").encode()
+
+
+def append_lines(path: Path, records: list[dict[str, Any]]) -> tuple[int, int]:
+    """Append JSON lines with one write and fdatasync them, so concurrent appenders never
+    interleave and the lines are on disk when this returns. Returns the file's size before and
+    after. On any failure (a full disk) the file is cut back to its old size: a half-written
+    line never stays behind, and the error is raised."""
+    payload = b"".join(_line(record) for record in records)
+    fd = open_fd(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line  # a torn last line (crash mid-write) stays alone, never glued to ours
-        os.write(fd, line)
-        os.fsync(fd)
+            payload = b"\n" + payload  # a torn last line (crash mid-write) stays alone, never glued to ours
+        try:
+            written = 0
+            while written < len(payload):
+                written += os.write(fd, payload[written:])
+            os.fdatasync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+        return size, size + len(payload)
+    finally:
+        os.close(fd)
+
+
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line (see `append_lines`)."""
+    append_lines(path, [record])
+
+
+def undo_append(path: Path, before: int, after: int) -> None:
+    """Cut a journal back to `before`, if nobody appended after our lines (best effort)."""
+    try:
+        fd = open_fd(path, os.O_RDWR)
+    except (OSError, UnsafePath):
+        return
+    try:
+        if os.fstat(fd).st_size == after:
+            os.ftruncate(fd, before)
+            os.fdatasync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
 
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """Every complete line of a JSON-lines file, and how many lines were unreadable
-    (a torn last line after a crash is skipped, not fatal)."""
+    """Every complete line of a JSON-lines file that holds a JSON object, and how many lines were
+    skipped: unreadable (a torn last line after a crash, bad bytes, nesting too deep) or of the
+    wrong shape (valid JSON that is not an object, e.g. `[1,2]`)."""
     records: list[dict[str, Any]] = []
     skipped = 0
     try:
-        raw = path.read_bytes()
+        raw = read_bytes(path)
     except FileNotFoundError:
         return records, 0
     for line in raw.splitlines():
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except ValueError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            skipped += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
             skipped += 1
     return records, skipped
 
@@ -138,24 +316,67 @@ class Transaction:
         self.moves.append((relative, target))
 
     def commit(self) -> None:
+        """The one commit point of a change, write-ahead:
+
+        1. the new state is validated and serialised (a NaN or an infinity is refused here,
+           before anything is written);
+        2. the change's journal lines are appended to `events.jsonl` in one write and
+           fdatasync'ed; each carries `"rev"`, the state's new `revision`;
+        3. the session files, then `pipeline_status.json` are replaced atomically. That rename
+           is the commit point.
+
+        If 2 fails, nothing changed (the append is cut back to the old size). If 3 fails, the
+        journal lines are cut back too, so the old state and the old journal stay as they were;
+        a full disk is reported as `StorageFull` (exit 2: nothing was saved). Should the process
+        die between 2 and 3, the journal holds lines whose `rev` is higher than the state's
+        `revision`: `Store.read_journal` recognises them as never applied and leaves them out."""
         self.state.last_updated = self.now
+        self.state.revision += 1
+        dump_json(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate(self.state.model_dump())
-        for source, target in self.moves:
-            destination = self.folder / target
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.folder / source, destination)
-        folders = {self.folder}
-        for relative, text in self.files.items():
-            path = self.folder / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, text, sync_dir=False)
-            folders.add(path.parent)
-        atomic_write(self.folder / STATE_FILE, dump_json(checked), sync_dir=False)
+        text = dump_json(checked)
+        journal = self.folder / EVENTS_FILE
+        mark: tuple[int, int] | None = None
+        try:
+            if self.events:
+                records = [{"session_id": self.session_id, **record, "rev": checked.revision}
+                           for record in self.events]
+                mark = append_lines(journal, records)
+            for source, target in self.moves:
+                destination = self.folder / target
+                guard(destination.parent)
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.folder / source, destination)
+            folders = {self.folder}
+            for relative, body in self.files.items():
+                path = self.folder / relative
+                guard(path.parent)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, body, sync_dir=False)
+                folders.add(path.parent)
+            atomic_write(self.folder / STATE_FILE, text, sync_dir=False)
+        except OSError as exc:
+            if mark is not None:
+                undo_append(journal, *mark)
+            if exc.errno in FULL_DISK:
+                raise storage_error(exc, f"session {self.session_id}") from None
+            raise
+        except BaseException:
+            if mark is not None:
+                undo_append(journal, *mark)
+            raise
         for folder in folders:  # one folder sync per transaction, not one per file
             _fsync_dir(folder)
-        journal = self.folder / EVENTS_FILE
-        for record in self.events:
-            append_line(journal, {"session_id": self.session_id, **record})
+
+
+class Journal:
+    """A session's journal as read: the applied records, the lines skipped as unreadable or
+    of the wrong shape, and the lines written ahead for a change whose state never landed."""
+
+    def __init__(self, records: list[dict[str, Any]], unreadable: int, unapplied: int) -> None:
+        self.records = records
+        self.unreadable = unreadable
+        self.unapplied = unapplied
 
 
 class Store:
@@ -171,14 +392,29 @@ class Store:
     def session_dir(self, session_id: str) -> Path:
         """The folder of an existing, valid session id; InvalidInput or NotFound otherwise."""
         folder = self.level_dir(level_of(session_id)) / session_id
-        if not folder.is_dir():
+        mode = guard(folder)  # a linked level or sessions folder, or session folder, is refused
+        if mode is None:
             raise NotFound(f"no session {session_id!r} (run `session-manager list` to see sessions)")
+        if not stat.S_ISDIR(mode):
+            raise CorruptState(f"{session_id}: {shown(folder)} is a file, not a session folder; move it away,"
+                               f" then restore the session with `session-manager backup restore {session_id}`")
         return folder
 
     def private_dir(self, *parts: str) -> Path:
         folder = self.claude_dir.joinpath(PRIVATE_DIR, *parts)
+        guard(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        guard(folder)
         return folder
+
+    def private_file(self, name: str) -> Path:
+        """A file of ours in `.claude/.session-manager/` (a lock, a cache), refused when it is a
+        link or not a regular file: filelock opens with O_TRUNC, which would truncate a link's target."""
+        path = self.private_dir() / name
+        mode = guard(path)
+        if mode is not None and not stat.S_ISREG(mode):
+            raise UnsafePath(f"{shown(path)} is not a regular file; remove it")
+        return path
 
     def session_file(self, session_id: str, name: str) -> Path:
         """A file inside a session folder, confined to it (names from input are checked)."""
@@ -186,10 +422,11 @@ class Store:
         parts = name.split("/")
         if len(parts) > 2 or not all(FILE_NAME_PATTERN.match(part) for part in parts):
             raise InvalidInput(f"invalid file name {name!r}: use a plain name such as context.md")
-        path = (folder / name).resolve()
-        if not path.is_relative_to(folder.resolve()):
+        path = folder / name
+        mode = guard(path)
+        if not path.resolve().is_relative_to(folder.resolve()):
             raise InvalidInput(f"file {name!r} is outside session {session_id}")
-        if not path.is_file():
+        if mode is None or not stat.S_ISREG(mode):
             raise NotFound(f"session {session_id} has no file {name!r}")
         return path
 
@@ -210,10 +447,12 @@ class Store:
         A clash in the same minute (or tag) gets `_2`, `_3`, ..."""
         base = self.base_id(level, number, tag, now)
         parent = self.level_dir(level)
+        guard(parent)
         parent.mkdir(parents=True, exist_ok=True)
+        guard(parent)
         for n in range(1, 1000):
             session_id = base if n == 1 else f"{base}_{n}"
-            if (parent / session_id).exists():
+            if os.path.lexists(parent / session_id):
                 continue
             staging = parent / f".{session_id}.{secrets.token_hex(4)}.creating"
             staging.mkdir()
@@ -232,7 +471,7 @@ class Store:
                 raise
             _fsync_dir(parent)
             # the lock file exists from birth, so a later refused operation changes nothing on disk
-            self.lock_path(session_id).touch()
+            os.close(open_fd(self.lock_path(session_id), os.O_WRONLY | os.O_CREAT))
             return session_id
         raise InvalidInput(f"too many sessions named {base}; use a different --tag")
 
@@ -241,16 +480,20 @@ class Store:
         path = self.session_dir(session_id) / name
         restore = f"session-manager backup restore {session_id}"
         try:
-            raw = path.read_bytes()
+            raw = read_bytes(path)
         except FileNotFoundError:
             raise CorruptState(f"{session_id}: {name} is missing; restore it with `{restore}`") from None
         try:
             data = json.loads(raw)
+        except UnicodeDecodeError as exc:
+            raise CorruptState(f"{session_id}: {name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset"
+                               f" {exc.start}); restore it with `{restore}`") from None
+        except RecursionError:
+            raise CorruptState(f"{session_id}: {name} is nested too deeply to be ours; restore it with"
+                               f" `{restore}`") from None
         except ValueError as exc:
-            raise CorruptState(
-                f"{session_id}: {name} is not valid JSON ({exc.msg} at line {exc.lineno});"
-                f" restore it with `{restore}`"
-            ) from None
+            where = f" ({exc.msg} at line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise CorruptState(f"{session_id}: {name} is not valid JSON{where}; restore it with `{restore}`") from None
         if not isinstance(data, dict):
             raise CorruptState(f"{session_id}: {name} is not a JSON object; restore it with `{restore}`")
         version = data.get("schema_version", SCHEMA_VERSION)
@@ -265,6 +508,9 @@ class Store:
 
             detail = describe_validation_error(exc)
             raise CorruptState(f"{session_id}: {name} is damaged ({detail}); restore it with `{restore}`") from None
+        except RecursionError:
+            raise CorruptState(f"{session_id}: {name} is nested too deeply to be ours; restore it with"
+                               f" `{restore}`") from None
 
     def read_state(self, session_id: str) -> SessionState:
         return self._read_model(session_id, STATE_FILE, SessionState)
@@ -272,13 +518,29 @@ class Store:
     def read_metadata(self, session_id: str) -> Metadata:
         return self._read_model(session_id, METADATA_FILE, Metadata)
 
+    def read_journal(self, session_id: str) -> Journal:
+        """The journal without the lines written ahead for a change that never reached the
+        state (their `rev` is above the state's `revision`; see `Transaction.commit`). With a
+        damaged state file nothing can be told apart, so every readable line is returned."""
+        records, unreadable = read_jsonl(self.session_dir(session_id) / EVENTS_FILE)
+        try:
+            revision = self.read_state(session_id).revision
+        except CorruptState:
+            return Journal(records, unreadable, 0)
+        applied = [r for r in records if not (type(r.get("rev")) is int and r["rev"] > revision)]
+        return Journal(applied, unreadable, len(records) - len(applied))
+
     def read_events(self, session_id: str) -> tuple[list[dict[str, Any]], int]:
-        return read_jsonl(self.session_dir(session_id) / EVENTS_FILE)
+        """Applied journal records, and how many lines were left out (unreadable, of the wrong
+        shape, or written ahead for a change that never reached the state)."""
+        journal = self.read_journal(session_id)
+        return journal.records, journal.unreadable + journal.unapplied
 
     # -- writing ------------------------------------------------------------------
     def lock_path(self, session_id: str) -> Path:
         check_session_id(session_id)
-        return self.private_dir("locks") / f"{session_id}.lock"
+        self.private_dir("locks")
+        return self.private_file(f"locks/{session_id}.lock")
 
     @contextmanager
     def lock(self, session_id: str) -> Iterator[None]:
@@ -340,7 +602,7 @@ class Store:
         for session_id in self.iter_ids():
             folder = self.level_dir(level_of(session_id)) / session_id
             try:
-                stamped.append((folder.stat().st_mtime_ns, session_id))
+                stamped.append((os.lstat(folder).st_mtime_ns, session_id))
             except FileNotFoundError:
                 continue
         stamped.sort(reverse=True)

@@ -203,8 +203,10 @@ class ImportStats(BaseModel):
 
 
 def _load_index(folder: Path) -> Ledger:
+    from session_manager.store import read_bytes
+
     try:
-        data = loads((folder / INDEX_FILE).read_bytes())
+        data = loads(read_bytes(folder / INDEX_FILE))
     except (FileNotFoundError, ValueError):
         return Ledger()
     if type(data) is not dict or data.get("version") != INDEX_VERSION:
@@ -216,10 +218,12 @@ def _load_index(folder: Path) -> Ledger:
 
 def _load_entries(folder: Path, ledger: Ledger) -> dict[str, Entry]:
     """The counted responses, as of the index (bytes appended after a crash are dropped)."""
+    from session_manager.store import safe_open
+
     entries: dict[str, Entry] = {}
     path = folder / ENTRIES_FILE
     try:
-        with open(path, "rb") as handle:
+        with safe_open(path, "rb") as handle:
             raw = handle.read(ledger.entries_size)
     except FileNotFoundError:
         raw = b""
@@ -243,11 +247,11 @@ def _entries_lost(folder: Path, ledger: Ledger) -> bool:
 
 
 def _save(folder: Path, ledger: Ledger, new_entries: list[Entry]) -> None:
-    from session_manager.store import atomic_write
+    from session_manager.store import atomic_write, safe_open
 
     path = folder / ENTRIES_FILE
     if new_entries:
-        with open(path, "ab") as handle:
+        with safe_open(path, "ab") as handle:
             handle.truncate(ledger.entries_size)  # drop a batch a crash left unindexed
             handle.seek(ledger.entries_size)
             handle.write(_dumps(new_entries) + b"\n")
