@@ -188,9 +188,10 @@ def _window(since: datetime | None, until: datetime | None) -> None:
 
 
 class UsageRequest(Request):
-    period: Literal["daily", "weekly", "monthly", "session"] = "daily"
+    period: Literal["daily", "weekly", "monthly", "session", "branch"] = "daily"
     since: When | None = None
     until: Until | None = None
+    unattributed: bool = False
 
     @model_validator(mode="after")
     def _order(self) -> UsageRequest:
@@ -217,3 +218,19 @@ class ReportRequest(Request):
 class DashboardRequest(Request):
     days: Annotated[int, Field(ge=1, le=366)] = 30
     level: ReportLevel | None = None
+
+
+# -- cost attribution (helper-c) ---------------------------------------------------------
+ClaudeSessionId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class UsageBindRequest(Request):
+    session_id: SessionId | None = None
+    claude_session: ClaudeSessionId
+    since: When | None = None
+
+
+class CostRemoveRequest(Request):
+    session_id: SessionId | None = None
+    entry: Annotated[int, Field(ge=1, le=10**9)]
+    reason: Title
