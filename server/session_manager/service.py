@@ -637,11 +637,8 @@ class Service:
         moment = since or now
         try:
             with usage.bookings_lock(self.store, self.config.lock_timeout_seconds):
-                state = self.store.read_state(session_id)
-                chain = sorted((b.since, b.session) for b in usage.load_bindings(self.store.claude_dir)
-                               if b.conversation == conversation and b.since <= moment.timestamp())
-                if not chain and conversation in state.claude_sessions:  # recorded at start: bound from then
-                    chain = [(state.started_at.timestamp(), session_id)]
+                chain = [(since, owner) for since, owner in usage.attribution(self.store).chains.get(conversation, [])
+                         if since <= moment.timestamp()]
                 previous = chain[-1][1] if chain else None
                 stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
                 if previous == session_id:
