@@ -162,7 +162,7 @@ def test_the_hook_binds_a_conversation_only_when_exactly_one_session_is_active(
     service.start(level="coded")
     fire_hook(project, "conv-2")
     assert len((project / ".claude/usage/bindings.jsonl").read_text().splitlines()) == 1
-    assert [e["event"] for e in events(project, only)].count("claude_session_bound") == 1
+    assert [e["event"] for e in events(project, only)].count("claude_session_attached") == 1
 
 
 def test_an_explicit_bind_moves_later_responses_and_keeps_earlier_ones(

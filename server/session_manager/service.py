@@ -647,7 +647,7 @@ class Service:
                 with self._transaction(session_id) as tx:
                     if conversation not in tx.state.claude_sessions:
                         tx.state.claude_sessions.append(conversation)
-                    tx.event("claude_session_bound", claude_session=conversation, since=stamp, via=via,
+                    tx.event("claude_session_attached", claude_session=conversation, since=stamp, via=via,
                              previous_session=previous)
                     usage.record_binding(self.store.claude_dir, conversation, session_id, moment, via, now)
         except Timeout:
