@@ -98,10 +98,10 @@ def summarize(
         _merge_into(groups[_group_key(period, day, project, session, branch)], model, values)
     warnings: set[str] = set()
     rows = []
-    for (label, project), models in groups.items():
+    for (label, where), models in groups.items():
         row = _row(label, models, table, warnings)
         if period in ("session", "branch"):
-            row.project = project
+            row.project = where
         if period == "session":
             row.session_id = (owners or {}).get(label)
         rows.append(row)

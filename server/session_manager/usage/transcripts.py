@@ -42,9 +42,9 @@ try:  # orjson parses transcript lines about twice as fast as the standard libra
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps the module importable
     import json
 
-    loads = json.loads
+    loads = json.loads  # type: ignore[assignment]
 
-    def _dumps(value: Any) -> bytes:
+    def _dumps(value: Any) -> bytes:  # type: ignore[misc]
         return json.dumps(value, separators=(",", ":")).encode()
 
 
