@@ -345,3 +345,17 @@ def test_entries_journalled_before_ids_existed_are_numbered_by_position(svc: Ser
         record.pop("entry", None)  # as an older version wrote them
     journal.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert svc.cost_remove(session_id=session, entry=2, reason="old entry").usd == 2.0
+
+
+def test_the_ledger_and_bindings_are_in_the_backup_trail(svc: Service, project: Path,
+                                                         transcripts: Transcripts) -> None:
+    from conftest import git
+
+    session = svc.start(level="dev", claude_session="conv").state.session_id
+    svc.usage_bind(session_id=session, claude_session="conv-2")
+    transcripts.add("conv", line("r", OPUS, at(1), [0, 40_000, 0, 0], conversation="conv"))
+    svc.usage_attach(session_id=session)
+    svc.backup_now(reason="manual")
+    branch = svc.config.backup.branch
+    files = set(git(project, "ls-tree", "-r", "--name-only", branch).split())
+    assert {".claude/usage/bookings.jsonl", ".claude/usage/bindings.jsonl"} <= files

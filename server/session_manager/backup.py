@@ -1,6 +1,7 @@
 """The git backup trail: session files committed to a side branch, never touching the user's work.
 
-What is backed up: `.claude/level-*/sessions/**`, `.claude/memory/**`, `.claude/templates/**` and
+What is backed up: `.claude/level-*/sessions/**`, `.claude/memory/**`, `.claude/templates/**`,
+`.claude/usage/**` (the ledger of usage bookings and the bindings of conversations) and
 `.claude/session-manager.toml`; never `.claude/.session-manager/` (locks, caches) nor the temp
 files the store writes (`.*.tmp`, `.*.creating/`).
 
@@ -348,7 +349,7 @@ class Trail:
         missing: list[str] = []
         for name in sorted(on_disk | {level.dirname for level in LEVELS.values()}):
             (present if name in on_disk else missing).append(f".claude/{name}/sessions")
-        for name in ("memory", "templates", CONFIG_NAME):
+        for name in ("memory", "templates", "usage", CONFIG_NAME):
             (present if (claude / name).exists() else missing).append(f".claude/{name}")
         return present, missing
 
