@@ -90,7 +90,8 @@ class PriceTable:
         `us.anthropic.claude-sonnet-4-5-20250929-v1:0`, `claude-sonnet-4-5@20250929`)."""
         return _resolve(self, name)
 
-    def model_usd(self, name: str, tokens: Tokens, cache_write_1h: int = 0) -> tuple[float, str | None, str | None]:
+    def model_usd(self, name: str, tokens: Tokens,
+                  cache_write_1h: int = 0) -> tuple[float, str | None, str | None]:
         """(usd, price key used, warning). `cache_write_1h` is the part of `tokens.cache_write`
         written to the 1-hour cache (2x input); the rest is priced as 5-minute writes."""
         if name in NO_COST_MODELS:
@@ -161,7 +162,9 @@ def _newest_of_family(table: PriceTable, name: str) -> tuple[str, ModelPrice] | 
     best: tuple[tuple[int, int], str] | None = None
     for key in table.models:
         known = _version(key.lower())
-        if known is not None and known[0] == family and known[1] <= version and (best is None or known[1] > best[0]):
+        if known is None or known[0] != family or known[1] > version:
+            continue
+        if best is None or known[1] > best[0]:
             best = (known[1], key)
     return (best[1], table.models[best[1]]) if best else None
 
@@ -335,9 +338,9 @@ def remove(tx: Transaction, entry: int, reason: str) -> CostRemoval:
         raise InvalidInput(f"cost entry {entry} of session {tx.session_id} was already removed")
     source = record.get("source")
     if source not in REMOVABLE_SOURCES:
+        owner = "; Claude Code usage is owned by the bookings ledger" if source == "claude_code" else ""
         raise InvalidInput(f"cost entry {entry} was booked by {source}, not by hand: only `cost add` entries can be"
-                           " removed" + ("; Claude Code usage is owned by the bookings ledger" if source == "claude_code"
-                                         else ""))
+                           f" removed{owner}")
     costs = tx.state.cost_tracking
     usd = float(record.get("usd") or 0.0)
     stage, model = record.get("stage"), record.get("model")

@@ -425,7 +425,7 @@ class Service:
         recorded; a conversation already bound to this session writes nothing."""
         if not isinstance(claude_session, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", claude_session):
             raise InvalidInput(f"invalid Claude Code session id {str(claude_session)[:40]!r}: letters, digits, - and _")
-        return self._bind(session_id, claude_session, None, "hook").recorded
+        return self._bind(session_id, claude_session, None, "hook")[0]
 
     # -- templates --------------------------------------------------------------------
     @operation("render:RenderRequest")
@@ -553,7 +553,7 @@ class Service:
         ledger, stats, dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
         owners, buckets = None, ledger.buckets
         if req.period == "session" or req.unattributed:
-            rule = usage.attribution(self.store)
+            rule = usage.load_rule(self.store)
             owners = {claude: ", ".join(rule.sessions_of(claude)) for claude in rule.chains}
             if req.unattributed:
                 entries = usage.load_entries(folder, ledger)
@@ -582,7 +582,7 @@ class Service:
         entries = usage.load_entries(folder, ledger)
         try:
             with usage.bookings_lock(self.store, self.config.lock_timeout_seconds):
-                rule = usage.attribution(self.store)
+                rule = usage.load_rule(self.store)
                 bookings = usage.Bookings.load(self.store.claude_dir)
                 with self._transaction(session_id) as tx:
                     result = usage.attach(tx, entries, bookings, rule, costs.price_table(self.config.prices), stats)
@@ -625,25 +625,35 @@ class Service:
 
         return reports.add_usage_figures(report, summaries, usage.booked_figures(self.store.claude_dir))
 
-    def _bind(self, session_id: str, conversation: str, since: datetime | None, via: str) -> UsageBindResult:
+    def _bind(self, session_id: str, conversation: str, since: datetime | None,
+              via: str) -> tuple[bool, str | None, str]:
         """Record a binding (conversation -> session from `since`, default now) unless the
-        conversation is already bound to this session at that time."""
+        conversation is already bound to this session at that time: (recorded, the session it
+        was bound to before, the time it is bound from)."""
+        from session_manager.usage.bookings import load_bindings
+
+        now = self.clock()
+        moment = since or now
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        known = sorted((b.since, b.session) for b in load_bindings(self.store.claude_dir)
+                       if b.conversation == conversation and b.since <= moment.timestamp())
+        if known and known[-1][1] == session_id:  # already bound (the hook firing again): no lock, no write
+            return False, None, stamp
         from filelock import Timeout
 
         from session_manager import usage
         from session_manager.errors import LockTimeout
 
-        now = self.clock()
-        moment = since or now
         try:
             with usage.bookings_lock(self.store, self.config.lock_timeout_seconds):
-                chain = [(since, owner) for since, owner in usage.attribution(self.store).chains.get(conversation, [])
-                         if since <= moment.timestamp()]
+                chain = sorted((b.since, b.session) for b in usage.load_bindings(self.store.claude_dir)
+                               if b.conversation == conversation and b.since <= moment.timestamp())
+                if not chain or chain[-1][1] != session_id:  # with the bindings recorded at start, too
+                    chain = [(since, owner) for since, owner in
+                             usage.load_rule(self.store).chains.get(conversation, []) if since <= moment.timestamp()]
                 previous = chain[-1][1] if chain else None
-                stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
                 if previous == session_id:
-                    return usage.BindResult(session_id=session_id, claude_session=conversation, since=stamp,
-                                            recorded=False, previous_session=None)
+                    return False, None, stamp
                 with self._transaction(session_id) as tx:
                     if conversation not in tx.state.claude_sessions:
                         tx.state.claude_sessions.append(conversation)
@@ -652,19 +662,21 @@ class Service:
                     usage.record_binding(self.store.claude_dir, conversation, session_id, moment, via, now)
         except Timeout:
             raise LockTimeout("another process held the usage bookings lock too long; try again") from None
-        return usage.BindResult(session_id=session_id, claude_session=conversation, since=stamp, recorded=True,
-                                previous_session=previous)
+        return True, previous, stamp
 
     @operation(UsageBindRequest)
     def usage_bind(self, req: UsageBindRequest) -> UsageBindResult:
         """Bind a Claude Code conversation to a session from a point in time (default now): its
         responses from then on, inside the session's start..end, are the session's. Responses
         already booked keep their owner."""
+        from session_manager.usage.api import BindResult
+
         session_id = self.resolve_id(req.session_id)
-        result = self._bind(session_id, req.claude_session, req.since, "explicit")
-        if result.recorded:
+        recorded, previous, since = self._bind(session_id, req.claude_session, req.since, "explicit")
+        if recorded:
             self._after_change(session_id, "usage bound")
-        return result
+        return BindResult(session_id=session_id, claude_session=req.claude_session, since=since, recorded=recorded,
+                          previous_session=previous)
 
     @operation(CostRemoveRequest)
     def cost_remove(self, req: CostRemoveRequest) -> CostRemoval:
