@@ -11,7 +11,13 @@ Linux binary), then alternates runs of:
   the same project (nothing new: it should read almost nothing).
 
 Both are timed as whole processes. It prints the medians, the ratios, the bytes the re-run
-read, and compares the token totals per day with ccusage's and with the corpus's truth.
+read, and compares the token totals per day and per model with ccusage's and with the
+corpus's truth.
+
+Then attribution (`--attribution-only` runs just this part): a corpus of 50 overlapping
+sessions and 200 conversations (bench/transcripts.py `make_attribution_corpus`), conversations
+bound to sessions by time (a quarter resumed into a second session), every session attached,
+and the check that the sessions' totals plus the unattributed usage equal the corpus's total.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ CCUSAGE_VERSION = "20.0.24"  # newer 20.x releases may lack the Linux binary pac
 CCUSAGE = HERE / "node_modules" / ".bin" / "ccusage"
 sys.path.insert(0, str(HERE))
 
-from transcripts import make_corpus  # noqa: E402
+from transcripts import make_attribution_corpus, make_corpus  # noqa: E402
 
 
 def ensure_ccusage() -> Path | None:
@@ -84,13 +90,91 @@ def tokens_ccusage(row: dict) -> list[int]:
     return [row["inputTokens"], row["outputTokens"], row["cacheCreationTokens"], row["cacheReadTokens"]]
 
 
+def models_ours(rows: list[dict]) -> dict[tuple[str, str], list[int]]:
+    return {(row["period"], m["model"]): tokens_ours(m) for row in rows for m in row["models"]}
+
+
+def models_ccusage(days: list[dict]) -> dict[tuple[str, str], list[int]]:
+    return {(row["date"], m["modelName"]): tokens_ccusage(m) for row in days for m in row["modelBreakdowns"]}
+
+
+def attribution(sessions: int = 50, conversations: int = 200) -> None:
+    """Bind, attach every session, and check sessions + unattributed = the corpus's total."""
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    work = Path(tempfile.mkdtemp(prefix="bench-attribution-"))
+    started = time.perf_counter()
+    plan = make_attribution_corpus(work / "claude", sessions, conversations)
+    print(f"\nattribution corpus: {sessions} sessions, {conversations} conversations, {plan.truth.lines:,} lines,"
+          f" {len(plan.truth.responses):,} responses, {len(plan.bindings)} bindings"
+          f" ({time.perf_counter() - started:.1f} s to generate)")
+    os.environ["CLAUDE_CONFIG_DIR"] = str(work / "claude")
+    from datetime import datetime
+
+    from session_manager.service import Service
+
+    project = work / "project"
+    (project / ".claude").mkdir(parents=True)
+    (project / ".claude/session-manager.toml").write_text("[backup]\nenabled = false\n")
+    now = [datetime.now().astimezone()]
+    service = Service(project, actor="bench", clock=lambda: now[0])
+    timeline: list[tuple[datetime, int, str, object]] = []
+    for index, (begin, end) in enumerate(plan.sessions):
+        timeline += [(begin, 0, "start", index), (end, 2, "end", index)]
+    timeline += [(since, 1, "bind", (index, conversation)) for since, index, conversation in plan.bindings]
+    ids: dict[int, str] = {}
+    started = time.perf_counter()
+    for moment, _order, what, subject in sorted(timeline, key=lambda t: (t[0], t[1])):
+        now[0] = moment
+        if what == "start":
+            ids[subject] = service.start(level="dev").state.session_id  # type: ignore[index]
+        elif what == "end":
+            service.end(session_id=ids[subject])  # type: ignore[index]
+        else:
+            index, conversation = subject  # type: ignore[misc]
+            service.usage_bind(session_id=ids[index], claude_session=conversation, since=moment)
+    setup = time.perf_counter() - started
+    started = time.perf_counter()
+    service.usage()  # the import, timed apart from the attribution
+    imported = time.perf_counter() - started
+    started = time.perf_counter()
+    for session_id in ids.values():
+        service.usage_attach(session_id=session_id)
+    attach_all = time.perf_counter() - started
+    started = time.perf_counter()
+    for session_id in ids.values():
+        assert service.usage_attach(session_id=session_id).added_usd == 0.0
+    again = time.perf_counter() - started
+    started = time.perf_counter()
+    unattributed = service.usage(unattributed=True)
+    unattributed_seconds = time.perf_counter() - started
+    total = service.usage()
+    sessions_usd = sum(service.show(session_id=s).state.cost_tracking.total_cost for s in ids.values())
+    sessions_tokens = sum(service.show(session_id=s).state.cost_tracking.tokens.output for s in ids.values())
+    print(f"  {setup:.2f} s to start, bind and end; import {imported:.2f} s; attach all {len(ids)} sessions"
+          f" {attach_all:.2f} s ({attach_all / len(ids) * 1000:.0f} ms each); again with nothing new {again:.2f} s;"
+          f" usage --unattributed {unattributed_seconds:.2f} s")
+    print(f"  sessions ${sessions_usd:,.4f} + unattributed ${unattributed.totals.cost_usd:,.4f}"
+          f" = ${sessions_usd + unattributed.totals.cost_usd:,.4f}; usage total ${total.totals.cost_usd:,.4f}")
+    print(f"  output tokens: sessions {sessions_tokens:,} + unattributed {unattributed.totals.output_tokens:,}"
+          f" = {sessions_tokens + unattributed.totals.output_tokens:,}; corpus truth {plan.truth.total()[1]:,}")
+    same = abs(sessions_usd + unattributed.totals.cost_usd - total.totals.cost_usd) < 1e-4 and \
+        sessions_tokens + unattributed.totals.output_tokens == plan.truth.total()[1] == total.totals.output_tokens
+    print(f"  sessions + unattributed = corpus total: {same}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=400_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--corpus", type=Path, help="where to build (or reuse) the corpus")
     parser.add_argument("--no-ccusage", action="store_true", help="skip ccusage (a smoke run)")
+    parser.add_argument("--attribution-only", action="store_true", help="only the attribution check")
     args = parser.parse_args()
+    if args.attribution_only:
+        attribution()
+        return
 
     base, truth = corpus(args.corpus, args.lines)
     ccusage = None if args.no_ccusage else ensure_ccusage()
@@ -138,6 +222,9 @@ def main() -> None:
         cc_days = {row["date"]: tokens_ccusage(row) for row in cc["daily"]}
         print(f"totals per day equal ccusage's:          {ours_days == cc_days}"
               f"  (ccusage total {tokens_ccusage(cc['totals'])})")
+        ours_models, cc_models = models_ours(ours["rows"]), models_ccusage(cc["daily"])
+        print(f"totals per day and model equal ccusage's: {ours_models == cc_models}"
+              f"  ({len(ours_models)} day-model pairs)")
         same = abs(ours["totals"]["cost_usd"] - cc["totals"]["totalCost"]) < 0.01
         print(f"cost: ours ${ours['totals']['cost_usd']:,.2f}, ccusage ${cc['totals']['totalCost']:,.2f}"
               + ("" if same else " (the price tables differ: ccusage uses LiteLLM's)"))
@@ -145,6 +232,7 @@ def main() -> None:
             for day in sorted(set(ours_days) | set(cc_days)):
                 if ours_days.get(day) != cc_days.get(day):
                     print(f"  {day}: ours {ours_days.get(day)} ccusage {cc_days.get(day)}")
+    attribution()
 
 
 if __name__ == "__main__":

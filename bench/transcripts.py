@@ -195,3 +195,57 @@ def make_corpus(root: Path, lines: int, seed: int = 7, start: datetime | None = 
         truth.bytes += len(data)
     truth.lines = written
     return truth
+
+
+@dataclass
+class AttributionPlan:
+    """Sessions (start, end), conversations bound to them from a time (some to two sessions:
+    resumed into another one), and the corpus's true token total."""
+
+    sessions: list[tuple[datetime, datetime]] = field(default_factory=list)
+    bindings: list[tuple[datetime, int, str]] = field(default_factory=list)  # (since, session index, conversation)
+    conversations: list[str] = field(default_factory=list)
+    truth: Truth = field(default_factory=Truth)
+
+
+def make_attribution_corpus(root: Path, sessions: int = 50, conversations: int = 200, seed: int = 11,
+                            start: datetime | None = None, days: int = 5) -> AttributionPlan:
+    """One project's transcripts for `conversations` conversations over `days` days, and a plan
+    of `sessions` overlapping sessions with the conversations bound to them: most conversations
+    bound once (some after their first responses), a quarter resumed into a second session
+    later, and about one in ten never bound. Responses outside a bound session's window stay
+    unattributed."""
+    rng = random.Random(seed)
+    start = start or datetime(2026, 10, 1, 8, 0, tzinfo=UTC)
+    plan = AttributionPlan()
+    for _ in range(sessions):
+        begin = start + timedelta(minutes=rng.randrange(days * 24 * 60 - 600))
+        plan.sessions.append((begin, begin + timedelta(minutes=rng.randint(60, 480))))
+    cwd = "/home/dev/work/attributed"
+    folder = root / "projects" / cwd.replace("/", "-")
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(conversations):
+        conversation = str(uuid.UUID(int=rng.getrandbits(128)))
+        plan.conversations.append(conversation)
+        index = rng.randrange(sessions)
+        begin, end = plan.sessions[index]
+        moment = begin + timedelta(minutes=rng.randint(-30, 60))  # sometimes before the session starts
+        if rng.random() >= 0.1:
+            plan.bindings.append((max(begin, moment - timedelta(minutes=rng.choice([0, 0, 10]))), index, conversation))
+            if rng.random() < 0.25:  # resumed into another session that is open at some later time
+                later = [i for i, (b, e) in enumerate(plan.sessions) if i != index and e > moment]
+                if later:
+                    other = rng.choice(later)
+                    since = max(plan.sessions[other][0], moment + timedelta(minutes=rng.randint(10, 90)))
+                    plan.bindings.append((since, other, conversation))
+        writer = _Writer(rng, plan.truth, cwd, conversation, sidechain=False)
+        for _turn in range(rng.randint(10, 60)):
+            moment += timedelta(seconds=rng.randint(20, 400))
+            writer.user(moment, rng.randint(100, 800))
+            writer.response(moment, rng.choice(MODELS), rng.randint(1, 2), streamed=rng.random() < 0.2)
+        data = "\n".join(writer.lines) + "\n"
+        (folder / f"{conversation}.jsonl").write_text(data)
+        plan.truth.bytes += len(data)
+        plan.truth.lines += len(writer.lines)
+    plan.bindings.sort()
+    return plan

@@ -147,6 +147,7 @@ def test_cost_add_cli_reports_the_alert_and_status_shows_it(cli, project: Path) 
     ("--stage", "no_such_stage", "--usd", "1"),
     ("--stage", "../../etc", "--usd", "1"),
     ("--model", "claude;rm -rf", "--input", "5"),
+    ("--input", "100"),  # tokens without a model cannot be priced
     (),
 ])
 def test_bad_cost_input_is_refused_and_writes_nothing(cli, project: Path, args: tuple[str, ...]) -> None:
@@ -172,8 +173,10 @@ def test_cost_with_nothing_to_record_is_refused(service: Service, episode: str) 
 MY_OPERATIONS = {
     "record_cost": ["session_id", "stage", "model", "input_tokens", "output_tokens", "cache_write_tokens",
                     "cache_read_tokens", "calls", "usd"],
-    "usage": ["period", "since", "until"],
+    "cost_remove": ["session_id", "entry", "reason"],
+    "usage": ["period", "since", "until", "unattributed"],
     "usage_attach": ["session_id"],
+    "usage_bind": ["session_id", "claude_session", "since"],
     "report": ["period", "since", "until", "level"],
     "dashboard": ["days", "level"],
 }

@@ -84,11 +84,12 @@ def test_show_refuses_symlinked_state_file(project: Path, service: Service, tmp_
 
 def test_usage_entries_file_is_not_truncated_through_a_link(project: Path, service: Service, victim: Path) -> None:
     from session_manager import usage
+    from session_manager.usage import transcripts
 
     folder = service.store.private_dir()
     (folder / usage.ENTRIES_FILE).symlink_to(victim)
     with pytest.raises(UnsafePath, match="usage-entries.jsonl is a symbolic link"):
-        usage._save(folder, usage.Ledger(), [["k", 1, "m", "p", "s", 1, 1, 0, 0]])
+        transcripts._save(folder, usage.Ledger(), [["k", 1, "m", "p", "s", 1, 1, 0, 0]])
     with pytest.raises(UnsafePath):
         safe_open(folder / usage.ENTRIES_FILE, "rb")
     assert victim.read_text() == "SECRET-TOKEN=abc123\n"

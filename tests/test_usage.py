@@ -214,7 +214,7 @@ def test_generated_corpus_totals_match_its_truth(service: Service, tmp_path: Pat
 
 def test_scanning_in_worker_processes_gives_the_same_totals(service: Service, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from session_manager import usage
+    from session_manager.usage import transcripts as usage
 
     truth = make_corpus(tmp_path / "generated", 3000, seed=5, days=3)
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "generated"))
@@ -248,25 +248,25 @@ def test_bad_usage_arguments_are_refused(cli, corpus, args: tuple[str, ...]) -> 
     assert result.err.startswith("error: ")
 
 
-# -- attribution --------------------------------------------------------------------------------
-def test_attach_books_the_recorded_claude_session_once(service: Service, corpus, project: Path) -> None:
-    session_id = service.start(level="dev").state.session_id
-    service.attach_claude_session(session_id, "s1")
+# -- attribution (the rest is in test_attribution.py) ------------------------------------------
+def test_attach_books_the_conversation_started_in_the_session_once(corpus, project: Path) -> None:
+    clock = [datetime(2026, 10, 1, 9, 0, tzinfo=UTC)]
+    service = Service(project, actor="test", clock=lambda: clock[0])
+    session_id = service.start(level="dev", claude_session="s1").state.session_id
     first = service.usage_attach(session_id=session_id)
-    assert first.method == "claude_sessions" and first.claude_sessions == ["s1"]
+    assert first.claude_sessions == ["s1"]
     assert first.responses == 5  # r1, r2, r3, r4 and the subagent's r5
     assert (first.tokens.input, first.tokens.output) == (10 + 20 + 30 + 41, 50 + 200 + 300 + 402)
     # sonnet (r1 + r3): 40x3 + 350x15 + 400x3.75 + 4000x0.3 = 8070; opus (r2): 7600;
-    # haiku (r4 + r5): 41x1 + 402x5 + 3x1.25 + 404x0.1 = 2095.15 (per million; each model's USD
-    # is kept to 6 decimals: 0.00807 + 0.0076 + 0.002095)
-    assert first.usd == pytest.approx(0.017765, abs=1e-9)
-    assert first.added_usd == pytest.approx(first.usd)
+    # haiku (r4 + r5): 41x1 + 402x5 + 3x1.25 + 404x0.1 = 2095.15 (per million)
+    assert first.usd == pytest.approx(0.01776515, abs=2e-6)
+    assert first.added_usd == pytest.approx(first.usd, abs=2e-6)
     state = service.show(session_id=session_id).state
-    assert state.cost_tracking.total_cost == pytest.approx(0.017765, abs=2e-6)
+    assert state.cost_tracking.total_cost == pytest.approx(first.usd, abs=2e-6)
     assert state.cost_tracking.tokens.output == 952
 
     again = service.usage_attach(session_id=session_id)
-    assert again.added_usd == 0.0 and again.usd == first.usd
+    assert again.added_usd == 0.0 and again.added_responses == 0 and again.usd == first.usd
     assert service.show(session_id=session_id).state.cost_tracking.total_cost == state.cost_tracking.total_cost
 
     with corpus["s1"].open("a") as handle:
@@ -277,31 +277,20 @@ def test_attach_books_the_recorded_claude_session_once(service: Service, corpus,
     assert final.total_cost == pytest.approx(state.cost_tracking.total_cost + 1.0, abs=2e-6)
     assert final.tokens.output == 952 + 40_000
     assert (project / ".claude/level-1-dev/sessions" / session_id / "claude_usage.json").is_file()
+    assert (project / ".claude/usage/bookings.jsonl").is_file()
 
 
-def test_attach_without_recorded_sessions_uses_this_project_and_the_time_window(
+def test_a_session_with_no_bound_conversation_books_nothing_and_says_how_to_bind(
         project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "claude-config"
-    project = project.resolve()
-    mine = config / "projects" / project_key(project)
-    other = config / "projects" / "-somewhere-else"
-    sub = config / "projects" / (project_key(project) + "-server")  # Claude Code started in a subfolder
-    for folder in (mine, other, sub):
-        folder.mkdir(parents=True)
-    (mine / "a.jsonl").write_text("\n".join([
-        assistant("m1", "q1", HAIKU, "2026-11-20T08:59:00.000Z", [0, 1000, 0, 0]),  # before the session
-        assistant("m2", "q2", HAIKU, "2026-11-20T09:30:00.000Z", [0, 2000, 0, 0]),
-        assistant("m3", "q3", HAIKU, "2026-11-20T10:01:00.000Z", [0, 4000, 0, 0]),  # after it ended
-    ]) + "\n")
-    (sub / "b.jsonl").write_text(assistant("m4", "q4", HAIKU, "2026-11-20T09:40:00.000Z", [0, 8000, 0, 0]) + "\n")
-    (other / "c.jsonl").write_text(assistant("m5", "q5", HAIKU, "2026-11-20T09:45:00.000Z", [0, 16000, 0, 0]) + "\n")
+    mine = config / "projects" / project_key(project.resolve())
+    mine.mkdir(parents=True)
+    (mine / "a.jsonl").write_text(assistant("m2", "q2", HAIKU, "2026-11-20T09:30:00.000Z", [0, 2000, 0, 0]) + "\n")
     monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config))
     clock = [datetime(2026, 11, 20, 9, 0, tzinfo=UTC)]
     service = Service(project, actor="test", clock=lambda: clock[0])
     session_id = service.start(level="coded").state.session_id
-    clock[0] = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
-    service.end(session_id=session_id)
     result = service.usage_attach(session_id=session_id)
-    assert result.method == "time_window"
-    assert result.tokens.output == 2000 + 8000
-    assert result.usd == pytest.approx(0.05)  # 10,000 output x $5/M
+    assert result.responses == 0 and result.usd == 0.0
+    assert "usage bind" in result.warnings[0]
+    assert service.usage(unattributed=True).totals.output_tokens == 2000

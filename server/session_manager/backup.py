@@ -1,6 +1,6 @@
 """The git backup trail: session files committed to a side branch, never touching the user's work.
 
-What is backed up: `.claude/level-*/sessions/**`, `.claude/memory/**`, `.claude/templates/**` and
+What is backed up: `.claude/level-*/sessions/**`, `.claude/memory/**`, `.claude/templates/**`, `.claude/usage/**` and
 `.claude/session-manager.toml` (with credentials in URLs redacted); never
 `.claude/.session-manager/` (locks, caches) nor the temp files the store writes (`.*.tmp`,
 `.*.creating/`).

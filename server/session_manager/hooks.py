@@ -1,8 +1,8 @@
 """Claude Code hooks: `session-manager hook EVENT`, with the JSON Claude Code sends on stdin.
 
 * session-start: prints the active sessions' state (stage, progress, open tasks, blockers,
-  alerts) as additional context for the assistant, and records the Claude Code session id
-  in each active session (usage import attributes the conversation's tokens by it).
+  alerts) as additional context for the assistant, and, when exactly one session is active,
+  binds the Claude Code conversation to it from now (usage attributes its responses by that).
 * stop, pre-compact, session-end: autosave (a backup commit when something changed).
 
 A hook must never break a conversation: whatever goes wrong, it exits 0 and says so in one
@@ -110,9 +110,9 @@ def session_start(root: Path, payload: dict[str, Any]) -> str:
     if not active:
         return ""
     claude_session = payload.get("session_id")
-    if isinstance(claude_session, str) and CLAUDE_SESSION_PATTERN.match(claude_session):
-        for summary in active:
-            service.attach_claude_session(summary.session_id, claude_session)
+    # a conversation is bound by the hook only when it cannot be mistaken: exactly one active session
+    if isinstance(claude_session, str) and CLAUDE_SESSION_PATTERN.match(claude_session) and len(active) == 1:
+        service.attach_claude_session(active[0].session_id, claude_session)
     lines = [f"session-manager: {len(active)} active session(s). Record progress with the sessions MCP tools"
              " (stage_start, stage_complete, record_failure, session_update, session_end)."]
     for summary in active[:MAX_SESSIONS]:

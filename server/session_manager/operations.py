@@ -248,17 +248,31 @@ OPERATIONS: tuple[Operation, ...] = (
         view="report_views:cost_view", tool_view="tool_views:cost",
     ),
     Operation(
+        "cost_remove", "requests:CostRemoveRequest",
+        "Take back a manual cost entry (by the number `cost add` printed), with a reason; journalled.", W,
+        tool="cost_remove", cli=(Cli("cost remove", "ID? entry"),), view="report_views:removal_view",
+        tool_view="tool_views:removal",
+    ),
+    Operation(
         "usage", "requests:UsageRequest",
-        "Claude Code token usage from its transcripts, per day, week, month or Claude Code session.", R,
-        tool="usage_report", tool_summary="Claude Code token usage and cost per day, week, month or conversation.",
+        "Claude Code token usage from its transcripts, per day, week, month, conversation or git branch;"
+        " --unattributed: what no session owns.", R,
+        tool="usage_report", tool_summary="Claude Code token usage and cost per day, week, month, conversation or branch.",
         cli=(Cli("usage", "period?"),), view="report_views:usage_view", tool_view="tool_views:usage",
     ),
     Operation(
         "usage_attach", "requests:UsageAttachRequest",
-        "Book Claude Code's real token usage into a session as cost (by its conversations, else its time window).",
+        "Book Claude Code's real token usage into a session as cost: the responses of the conversations bound to"
+        " it, each booked once, to the stage in progress at its time.",
         W, tool="usage_attach", tool_summary="Book Claude Code's real token usage into a session as cost.",
         cli=(Cli("usage attach", "ID?"),), view="report_views:attach_view",
         tool_view="tool_views:attach",
+    ),
+    Operation(
+        "usage_bind", "requests:UsageBindRequest",
+        "Bind a Claude Code conversation to a session from a point in time: its later responses are booked there.",
+        W, tool="usage_bind", tool_summary="Bind a Claude Code conversation to a session from a time on.",
+        cli=(Cli("usage bind", "ID? claude_session"),), view="report_views:bind_view", tool_view="tool_views:bind",
     ),
     Operation(
         "report", "requests:ReportRequest", "Report on sessions: today, the last 7 or 30 days, or --since/--until.",

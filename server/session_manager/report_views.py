@@ -32,7 +32,8 @@ def _duration(seconds: float | None) -> str:
 def cost_view(result: Any) -> str:
     where = result.session_id + (f" stage {result.stage}" if result.stage else "")
     how = "computed" if result.computed else "given"
-    lines = [f"booked {_money(result.usd, 4)} ({how}) to {where}"]
+    entry = f" as entry {result.entry}" if getattr(result, "entry", None) else ""
+    lines = [f"booked {_money(result.usd, 4)} ({how}) to {where}{entry}"]
     parts = [f"{_tokens(getattr(result.tokens, kind))} {label}" for kind, label in
              (("input", "in"), ("output", "out"), ("cache_write", "cache write"), ("cache_read", "cache read"))
              if getattr(result.tokens, kind)]
@@ -60,7 +61,8 @@ def usage_view(report: Any) -> str:
                 " ~/.claude/projects/")
     session = report.period == "session"
     headers = (("CLAUDE SESSION", "PROJECT", "SESSION") if session
-               else ({"daily": "DAY", "weekly": "WEEK OF", "monthly": "MONTH"}[report.period],))
+               else ({"daily": "DAY", "weekly": "WEEK OF", "monthly": "MONTH", "branch": "GIT BRANCH"}
+                     .get(report.period, report.period.upper()),))
     headers = headers + ("INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "TOTAL", "COST", "MODELS")
     rows = []
     for row in [*report.rows, report.totals]:
@@ -81,8 +83,7 @@ def usage_view(report: Any) -> str:
 
 
 def attach_view(result: Any) -> str:
-    how = ("Claude Code sessions " + ", ".join(s[:8] for s in result.claude_sessions)
-           if result.method == "claude_sessions" else "this project's transcripts in the session's time window")
+    how = "Claude Code conversations " + (", ".join(s[:8] for s in result.claude_sessions) or "(none bound)")
     lines = [f"{result.session_id}: {result.responses} responses from {how}",
              f"  {_tokens(result.tokens.total)} tokens, {_money(result.usd, 4)}"
              f" ({'+' if result.added_usd >= 0 else ''}{_money(result.added_usd, 4)} since the last attach)",
@@ -194,3 +195,18 @@ def dashboard_output(board: Any, request: Any, options: dict[str, Any]) -> str:
     if options.get("json"):
         return str(board.model_dump_json(indent=2))
     return str(dashboard.text(board))
+
+
+def removal_view(result: Any) -> str:
+    lines = [f"took back entry {result.entry} ({_money(result.usd, 4)}) from {result.session_id}: {result.reason}",
+             f"  session total {_money(result.total_cost)}" + (f" of {_money(result.budget_usd)} budget"
+                                                              if result.budget_usd else "")]
+    lines += [f"  {'!!' if a.severity == 'critical' else '! '} {a.kind}: {a.message}" for a in result.alerts]
+    return "\n".join(lines)
+
+
+def bind_view(result: Any) -> str:
+    if not result.recorded:
+        return f"{result.claude_session} was already bound to {result.session_id} from {result.since}"
+    moved = f" (before: {result.previous_session})" if result.previous_session else ""
+    return f"bound conversation {result.claude_session} to {result.session_id} from {result.since}{moved}"

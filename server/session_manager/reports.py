@@ -292,6 +292,12 @@ class StageCost(BaseModel):
     target_usd: float | None = Field(None, description="mean even share of the session budgets")
 
 
+class BranchCost(BaseModel):
+    branch: str = Field(description="the git branch the responses were made on ('' when none was recorded)")
+    usd: float
+    sessions: int
+
+
 class CostSummary(BaseModel):
     total_usd: float = 0.0
     per_session: Stat = Field(default_factory=Stat)
@@ -301,6 +307,11 @@ class CostSummary(BaseModel):
     near_budget: int = Field(0, description="at or above the cost alert ratio, under the budget")
     by_stage: list[StageCost] = Field(default_factory=list)
     unassigned_usd: float = Field(0.0, description="cost not booked to a stage (e.g. Claude Code usage)")
+    usage_by_stage: dict[str, float] = Field(default_factory=dict,
+                                             description="Claude Code usage booked per stage ('' = no stage)")
+    by_branch: list[BranchCost] = Field(default_factory=list, description="Claude Code usage per git branch")
+    session_branches: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per session: its Claude Code usage per git branch")
 
 
 class GateFailures(BaseModel):
@@ -563,3 +574,43 @@ def _day_cache() -> Any:
         return found
 
     return day_of
+
+
+# -- Claude Code usage from the bookings ledger (per stage, per branch) ----------------------------------
+Figures = dict[str, dict[str, dict[str, float]]]  # session -> "branch"/"stage" -> name -> usd
+
+
+def usage_stage_costs(figures: Figures, session_ids: Iterable[str]) -> dict[str, float]:
+    """The Claude Code usage booked to each stage, over the given sessions."""
+    totals: dict[str, float] = defaultdict(float)
+    for session_id in session_ids:
+        for stage, usd in figures.get(session_id, {}).get("stage", {}).items():
+            totals[stage] += usd
+    return {stage: round(usd, 6) for stage, usd in sorted(totals.items())}
+
+
+def branch_costs(figures: Figures, session_ids: Iterable[str]) -> list[BranchCost]:
+    """The Claude Code usage booked per git branch, over the given sessions, costliest first."""
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for session_id in session_ids:
+        for branch, usd in figures.get(session_id, {}).get("branch", {}).items():
+            totals[branch][0] += usd
+            totals[branch][1] += 1
+    rows = [BranchCost(branch=b, usd=round(v[0], 6), sessions=int(v[1])) for b, v in totals.items()]
+    return sorted(rows, key=lambda r: (-r.usd, r.branch))
+
+
+def session_branches(figures: Figures, session_ids: Iterable[str]) -> dict[str, dict[str, float]]:
+    """The branch column of a session table: each session's usage cost per git branch."""
+    return {sid: {b: round(usd, 6) for b, usd in sorted(figures[sid]["branch"].items())}
+            for sid in session_ids if sid in figures}
+
+
+def add_usage_figures(report: Report, summaries: list[Summary], figures: Figures) -> Report:
+    """Fill the report's usage-per-stage and per-branch figures for the sessions in its window."""
+    ids = [s["id"] for s in in_window(summaries, report.since.timestamp(), report.until.timestamp())
+           if report.level is None or s["level"] == report.level]
+    report.cost.usage_by_stage = usage_stage_costs(figures, ids)
+    report.cost.by_branch = branch_costs(figures, ids)
+    report.cost.session_branches = session_branches(figures, ids)
+    return report

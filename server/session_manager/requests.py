@@ -211,9 +211,11 @@ UNTIL_HELP = "through this date (YYYY-MM-DD, inclusive) or up to this time"
 
 
 class UsageRequest(Request):
-    period: Literal["daily", "weekly", "monthly", "session"] = "daily"
+    period: Annotated[Literal["daily", "weekly", "monthly", "session", "branch"], Field(
+        description="per day, week, month, Claude Code conversation, or git branch")] = "daily"
     since: Annotated[When | None, Field(description=SINCE_HELP)] = None
     until: Annotated[Until | None, Field(description=UNTIL_HELP)] = None
+    unattributed: Annotated[bool, Field(description="only usage booked to no session")] = False
 
     @model_validator(mode="after")
     def _order(self) -> UsageRequest:
@@ -280,3 +282,19 @@ class HookRequest(Request):
 class WatchRequest(Request):
     interval: Annotated[float | None, Field(gt=0, le=86_400, allow_inf_nan=False,
                                             description="seconds between backups (default: backup.interval_seconds)")] = None
+
+
+# -- cost attribution ------------------------------------------------------------------------
+ClaudeSessionId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class UsageBindRequest(Request):
+    session_id: OptionalId = None
+    claude_session: Annotated[ClaudeSessionId, Field(description="the Claude Code conversation id")]
+    since: Annotated[When | None, Field(description="bound from this time (default: now)")] = None
+
+
+class CostRemoveRequest(Request):
+    session_id: OptionalId = None
+    entry: Annotated[int, Field(ge=1, le=10**9, description="the entry number `cost add` printed")]
+    reason: Annotated[Title, Field(description="why it is taken back (journalled)")]

@@ -60,10 +60,12 @@ from session_manager.requests import (
     UpdateRequest,
 )
 from session_manager.requests import (
+    CostRemoveRequest,
     DashboardRequest,
     RecordCostRequest,
     ReportRequest,
     UsageAttachRequest,
+    UsageBindRequest,
     UsageRequest,
 )
 from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
@@ -81,9 +83,10 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
         RestoreResult,
     )
     from session_manager.render import RenderResult, TemplateCopy, TemplateList
-    from session_manager.costs import CostResult
+    from session_manager.costs import CostRemoval, CostResult
     from session_manager.dashboard import Dashboard
     from session_manager.reports import Report
+    from session_manager.usage import BindResult as UsageBindResult
     from session_manager.usage import UsageAttachResult, UsageReport
 
 Req = TypeVar("Req", bound=BaseModel)
@@ -483,18 +486,12 @@ class Service:
 
     # -- hooks ------------------------------------------------------------------------
     def attach_claude_session(self, session_id: str, claude_session: str) -> bool:
-        """Record that the Claude Code conversation `claude_session` works on this session
-        (SessionStart hook), so its token usage can be attributed. True when newly recorded;
-        an id already recorded writes nothing."""
+        """Bind the Claude Code conversation `claude_session` to this session from now (the
+        SessionStart hook calls it only when exactly one session is active). True when newly
+        recorded; a conversation already bound to this session writes nothing."""
         if not isinstance(claude_session, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", claude_session):
             raise InvalidInput(f"invalid Claude Code session id {str(claude_session)[:40]!r}: letters, digits, - and _")
-        if claude_session in self.store.read_state(session_id).claude_sessions:
-            return False
-        with self._transaction(session_id) as tx:
-            if claude_session not in tx.state.claude_sessions:
-                tx.state.claude_sessions.append(claude_session)
-                tx.event("claude_session_attached", claude_session=claude_session)
-        return True
+        return self._bind(session_id, claude_session, None, "hook")[0]
 
     # -- templates --------------------------------------------------------------------
     @operation
@@ -603,6 +600,9 @@ class Service:
         session_id = self.resolve_id(req.session_id)
         tokens = Tokens(input=req.input_tokens, output=req.output_tokens, cache_write=req.cache_write_tokens,
                         cache_read=req.cache_read_tokens)
+        if tokens.total and req.model is None and req.usd is None:
+            raise InvalidInput("tokens without a model cannot be priced: give the model (--model), or the amount"
+                               " in USD (--usd)")
         with self._transaction(session_id) as tx:
             if req.stage is not None:
                 pipeline.require_stage(tx.state, req.stage)
@@ -616,35 +616,49 @@ class Service:
     def usage(self, req: UsageRequest) -> UsageReport:
         """Claude Code token usage read from its transcripts (only what is new since the last
         run), de-duplicated, per day, week, month or Claude Code session, priced per model."""
-        from session_manager import costs, reports, usage
+        from session_manager import costs, usage
 
-        ledger, stats, dirs, _folder = usage.update(self.store, self.config.lock_timeout_seconds)
-        owners = None
-        if req.period == "session":
-            summaries, _ = reports.load_summaries(self.store)
-            owners = {claude: s["id"] for s in summaries for claude in s["claude_sessions"]}
-        rows, totals, warnings = usage.summarize(ledger.buckets, req.period, req.since, req.until,
+        ledger, stats, dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
+        owners, buckets = None, ledger.buckets
+        if req.period == "session" or req.unattributed:
+            rule = usage.load_rule(self.store)
+            owners = {claude: ", ".join(rule.sessions_of(claude)) for claude in rule.chains}
+            if req.unattributed:
+                entries = usage.load_entries(folder, ledger)
+                buckets = usage.buckets_of(usage.unattributed(entries, usage.Bookings.load(self.store.claude_dir),
+                                                              rule))
+        rows, totals, warnings = usage.summarize(buckets, req.period, req.since, req.until,
                                                  costs.price_table(self.config.prices), owners)
         if not dirs:
             warnings.append(usage.NO_TRANSCRIPTS)
-        return usage.UsageReport(period=req.period, since=req.since, until=req.until, rows=rows, totals=totals,
-                                 warnings=warnings, sources=[str(d) for d in dirs], imported=stats)
+        return usage.UsageReport(period=req.period, since=req.since, until=req.until, unattributed=req.unattributed,
+                                 rows=rows, totals=totals, warnings=warnings, sources=[str(d) for d in dirs],
+                                 imported=stats)
 
     @operation
     def usage_attach(self, req: UsageAttachRequest) -> UsageAttachResult:
-        """Attribute Claude Code usage to a session (by the Claude Code sessions its hooks
-        recorded, else by this project and the session's time window) and book it as cost."""
+        """Book the Claude Code responses the attribution rule gives this session (those of the
+        conversations bound to it, at times they were bound to it, inside its start..end) and
+        that no session has booked yet, each to the stage in progress at its time."""
+        from filelock import Timeout
+
         from session_manager import costs, usage
+        from session_manager.errors import LockTimeout
 
         session_id = self.resolve_id(req.session_id)
         ledger, stats, dirs, folder = usage.update(self.store, self.config.lock_timeout_seconds)
         entries = usage.load_entries(folder, ledger)
-        with self._transaction(session_id) as tx:
-            result = usage.attach(tx, entries, usage.project_key(self.root), costs.price_table(self.config.prices),
-                                  stats)
-            if not dirs:
-                result.warnings.append(usage.NO_TRANSCRIPTS)
-            self._finish(tx)
+        try:
+            with usage.bookings_lock(self.store, self.config.lock_timeout_seconds):
+                rule = usage.load_rule(self.store)
+                bookings = usage.Bookings.load(self.store.claude_dir)
+                with self._transaction(session_id) as tx:
+                    result = usage.attach(tx, entries, bookings, rule, costs.price_table(self.config.prices), stats)
+                    if not dirs:
+                        result.warnings.append(usage.NO_TRANSCRIPTS)
+                    self._finish(tx)
+        except Timeout:
+            raise LockTimeout("another process held the usage bookings lock too long; try again") from None
         self._after_change(session_id, "usage attached")
         result.total_cost, result.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
         return result
@@ -657,8 +671,9 @@ class Service:
         now = self.clock()
         since, until = reports.window(req.period, req.since, req.until, now)
         summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
-        return reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
-                             self.config.alerts.cost_ratio, unreadable)
+        report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
+                               self.config.alerts.cost_ratio, unreadable)
+        return self._usage_figures(report, summaries)
 
     @operation
     def dashboard(self, req: DashboardRequest) -> Dashboard:
@@ -670,6 +685,80 @@ class Service:
         return dashboard.build(summaries, req.days, req.level.name if req.level else None, self.clock(),
                                self.config.alerts.quality_min, unreadable)
 
+
+    # -- cost attribution (helper-c) ------------------------------------------------------
+    def _usage_figures(self, report: Report, summaries: list[dict[str, Any]]) -> Report:
+        """Claude Code usage per stage and per git branch, from the bookings ledger."""
+        from session_manager import reports, usage
+
+        return reports.add_usage_figures(report, summaries, usage.booked_figures(self.store.claude_dir))
+
+    def _bind(self, session_id: str, conversation: str, since: datetime | None,
+              via: str) -> tuple[bool, str | None, str]:
+        """Record a binding (conversation -> session from `since`, default now) unless the
+        conversation is already bound to this session at that time: (recorded, the session it
+        was bound to before, the time it is bound from)."""
+        from session_manager.usage.bookings import load_bindings
+
+        now = self.clock()
+        moment = since or now
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        known = sorted((b.since, b.session) for b in load_bindings(self.store.claude_dir)
+                       if b.conversation == conversation and b.since <= moment.timestamp())
+        if known and known[-1][1] == session_id:  # already bound (the hook firing again): no lock, no write
+            return False, None, stamp
+        from filelock import Timeout
+
+        from session_manager import usage
+        from session_manager.errors import LockTimeout
+
+        try:
+            with usage.bookings_lock(self.store, self.config.lock_timeout_seconds):
+                chain = sorted((b.since, b.session) for b in usage.load_bindings(self.store.claude_dir)
+                               if b.conversation == conversation and b.since <= moment.timestamp())
+                if not chain or chain[-1][1] != session_id:  # with the bindings recorded at start, too
+                    chain = [(since, owner) for since, owner in
+                             usage.load_rule(self.store).chains.get(conversation, []) if since <= moment.timestamp()]
+                previous = chain[-1][1] if chain else None
+                if previous == session_id:
+                    return False, None, stamp
+                with self._transaction(session_id) as tx:
+                    if conversation not in tx.state.claude_sessions:
+                        tx.state.claude_sessions.append(conversation)
+                    tx.event("claude_session_attached", claude_session=conversation, since=stamp, via=via,
+                             previous_session=previous)
+                    usage.record_binding(self.store.claude_dir, conversation, session_id, moment, via, now)
+        except Timeout:
+            raise LockTimeout("another process held the usage bookings lock too long; try again") from None
+        return True, previous, stamp
+
+    @operation
+    def usage_bind(self, req: UsageBindRequest) -> UsageBindResult:
+        """Bind a Claude Code conversation to a session from a point in time (default now): its
+        responses from then on, inside the session's start..end, are the session's. Responses
+        already booked keep their owner."""
+        from session_manager.usage.api import BindResult
+
+        session_id = self.resolve_id(req.session_id)
+        recorded, previous, since = self._bind(session_id, req.claude_session, req.since, "explicit")
+        if recorded:
+            self._after_change(session_id, "usage bound")
+        return BindResult(session_id=session_id, claude_session=req.claude_session, since=since, recorded=recorded,
+                          previous_session=previous)
+
+    @operation
+    def cost_remove(self, req: CostRemoveRequest) -> CostRemoval:
+        """Take a manual cost entry (`cost add`) back out of the session's cost tracking,
+        journalled as `cost_removed` with the amount and the reason."""
+        from session_manager import costs
+
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            removal = costs.remove(tx, req.entry, req.reason)
+            self._finish(tx)
+        self._after_change(session_id, "cost removed")
+        removal.total_cost, removal.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
+        return removal
 
 def _user() -> str | None:
     try:

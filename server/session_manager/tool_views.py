@@ -271,3 +271,29 @@ def dashboard(result: Any) -> DashboardView:
                      for s in result.in_progress],
         minutes_per_episode=result.minutes_per_episode, dollars_per_episode=result.dollars_per_episode,
         average_quality=result.average_quality)
+
+
+class RemovalView(View):
+    session_id: str
+    entry: int
+    usd: float
+    total_cost: float
+    alerts: list[str] = Field(default_factory=list)
+
+
+class BindView(View):
+    session_id: str
+    claude_session: str
+    since: str
+    recorded: bool
+    previous_session: str | None = None
+
+
+def removal(result: Any) -> RemovalView:
+    return RemovalView(session_id=result.session_id, entry=result.entry, usd=result.usd, total_cost=result.total_cost,
+                       alerts=_alert_lines(result.alerts))
+
+
+def bind(result: Any) -> BindView:
+    return BindView(session_id=result.session_id, claude_session=result.claude_session, since=result.since,
+                    recorded=result.recorded, previous_session=result.previous_session)

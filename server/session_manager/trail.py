@@ -123,7 +123,7 @@ class Trail:
         missing: list[str] = []
         for name in sorted(on_disk | {level.dirname for level in LEVELS.values()}):
             (present if name in on_disk else missing).append(f".claude/{name}/sessions")
-        for name in ("memory", "templates", CONFIG_NAME):
+        for name in ("memory", "templates", "usage", CONFIG_NAME):
             (present if (claude / name).exists() else missing).append(f".claude/{name}")
         return present, missing
 

@@ -1,4 +1,5 @@
-"""Real usage from Claude Code's own transcripts, imported incrementally.
+"""Transcript scanning and import: Claude Code's own transcripts, read incrementally into the
+project's index of responses (one entry per response, never a cost booking: see bookings.py).
 
 Claude Code writes every API response's token usage to
 `<config dir>/projects/<project path, non-alphanumerics as ->/<session id>.jsonl`, and
@@ -8,8 +9,11 @@ subagents to `<session id>/subagents/agent-*.jsonl`. The config dirs are `CLAUDE
 * One response is written on several lines (one per content block; older versions streamed a
   smaller `output_tokens` first), and resumed sessions replay earlier lines into a new file:
   a response is counted once, on `message.id` + `requestId`, keeping its largest totals.
-* Lines flagged `isApiErrorMessage` are skipped. A line without `"usage":{` is skipped before
-  it is parsed (most lines are tool results and prompts).
+* Lines flagged `isApiErrorMessage` are skipped. A line without `"usage"` is skipped before
+  it is parsed (most lines are tool results and prompts); a line written with spaces
+  (`"usage": {`) is still read.
+* Each response keeps its cache writes split by lifetime (`cache_creation.ephemeral_1h_input_tokens`
+  are priced at 2x input, the rest at 1.25x) and the `gitBranch` it was made on.
 * Incremental: `.claude/.session-manager/usage-index.json` remembers, per file, the offset read
   up to and the file's size, mtime and inode; a re-run reads only bytes appended since. The
   counted responses (key, time, project, session, model, tokens) are appended to
@@ -23,16 +27,14 @@ import gc
 import os
 import re
 import time
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from session_manager.costs import NO_COST_MODELS
-from session_manager.model import Alert, Timestamp, Tokens
 
 try:  # orjson parses transcript lines about twice as fast as the standard library
     from orjson import dumps as _dumps
@@ -40,23 +42,26 @@ try:  # orjson parses transcript lines about twice as fast as the standard libra
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps the module importable
     import json
 
-    loads = json.loads
+    loads = json.loads  # type: ignore[assignment]
 
-    def _dumps(value: Any) -> bytes:
+    def _dumps(value: Any) -> bytes:  # type: ignore[misc]
         return json.dumps(value, separators=(",", ":")).encode()
 
 
 INDEX_FILE = "usage-index.json"
 ENTRIES_FILE = "usage-entries.jsonl"
 LOCK_FILE = "usage.lock"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: entries carry the 1-hour cache writes and the git branch
 CHUNK = 8 << 20  # read transcripts 8 MiB at a time, so a huge file never sits in memory whole
-MARK = b'"usage":{'
+MARK = b'"usage"'  # inside a JSON string the quotes are escaped, so this only finds the key
 
-# An entry: [key, epoch seconds, project, claude session, model, input, output, cache_write, cache_read]
+# An entry: [key, epoch seconds, project, claude session, model, input, output, cache_write,
+#            cache_read, cache_write_1h (part of cache_write), git branch]
 Entry = list[Any]
-# A bucket key: (local day, project, claude session, model) -> [in, out, cw, cr, responses, first, last]
-BucketKey = tuple[str, str, str, str]
+# A bucket key: (local day, project, claude session, model, branch)
+#   -> [in, out, cw, cr, responses, first, last, cw_1h]
+BucketKey = tuple[str, str, str, str, str]
+NO_BRANCH = ""
 
 
 def claude_dirs() -> list[Path]:
@@ -119,12 +124,17 @@ def _count(value: Any) -> int:
     return value if type(value) is int and value > 0 else 0
 
 
-def parse_line(line: bytes) -> tuple[str | None, str, str, list[int]] | None:
-    """(key, timestamp, model, [input, output, cache_write, cache_read]) of a line carrying an
-    API response's usage, or None (not a response, an API error line, or unreadable)."""
+Parsed = tuple[str | None, str, str, list[int], str]
+
+
+def parse_line(line: bytes) -> Parsed | None:
+    """(key, timestamp, model, [input, output, cache_write, cache_read, cache_write_1h], branch)
+    of a line carrying an API response's usage, or None (not a response, an API error line, or
+    unreadable)."""
     try:
         record = loads(line)
         kind = record.get("type")
+        branch = record.get("gitBranch")
         if kind == "progress":  # a subagent's response relayed into the parent's file
             record = record["data"]["message"]
             kind = record.get("type")
@@ -138,19 +148,26 @@ def parse_line(line: bytes) -> tuple[str | None, str, str, list[int]] | None:
         message_id = message.get("id")
         request_id = record.get("requestId")
         model = message.get("model")
+        split = usage.get("cache_creation")
+        hour = split.get("ephemeral_1h_input_tokens", 0) if type(split) is dict else 0
     except (ValueError, KeyError, TypeError, AttributeError):  # not JSON, or not shaped like a response
         return None
     if type(a) is int and type(b) is int and type(c) is int and type(d) is int and (a | b | c | d) >= 0:
         tokens = [a, b, c, d]
     else:
         tokens = [_count(a), _count(b), _count(c), _count(d)]
+    hour = min(_count(hour), tokens[2]) if hour else 0
+    if hour and not tokens[2]:
+        hour = 0
+    tokens.append(hour)
     if type(stamp) is not str:
         return None
     key = f"{message_id}:{request_id}" if type(message_id) is str and message_id else None
-    return key, stamp, model if type(model) is str and model else "unknown", tokens
+    branch = branch if type(branch) is str and branch else NO_BRANCH
+    return key, stamp, model if type(model) is str and model else "unknown", tokens, branch
 
 
-class _Days:
+class Days:
     """Epoch seconds -> local day, cached per 15 minutes (every UTC offset is a multiple of 15 min)."""
 
     def __init__(self) -> None:
@@ -211,7 +228,7 @@ def _load_index(folder: Path) -> Ledger:
         return Ledger()
     if type(data) is not dict or data.get("version") != INDEX_VERSION:
         return Ledger()
-    buckets = {(b[0], b[1], b[2], b[3]): list(b[4:]) for b in data.get("buckets", [])}
+    buckets = {(b[0], b[1], b[2], b[3], b[4]): list(b[5:]) for b in data.get("buckets", [])}
     return Ledger(files=data.get("files", {}), buckets=buckets, entries_size=data.get("entries_size", 0),
                   tz=data.get("tz", ""))
 
@@ -265,22 +282,36 @@ def _save(folder: Path, ledger: Ledger, new_entries: list[Entry]) -> None:
 
 
 def _rebuild_buckets(ledger: Ledger, entries: dict[str, Entry]) -> None:
-    day_of = _Days()
+    day_of = Days()
     buckets: dict[BucketKey, list[int]] = {}
     for entry in entries.values():
-        _add(buckets, (day_of(entry[1]), entry[2], entry[3], entry[4]), entry, 1)
+        _add(buckets, bucket_key(day_of, entry), entry, 1)
     ledger.buckets = buckets
+
+
+def bucket_key(day_of: Any, entry: Entry) -> BucketKey:
+    return day_of(entry[1]), entry[2], entry[3], entry[4], entry[10]
+
+
+def buckets_of(entries: Any) -> dict[BucketKey, list[int]]:
+    """Day buckets of some entries (e.g. only the unattributed ones)."""
+    day_of = Days()
+    buckets: dict[BucketKey, list[int]] = {}
+    for entry in entries:
+        _add(buckets, bucket_key(day_of, entry), entry, 1)
+    return buckets
 
 
 def _add(buckets: dict[BucketKey, list[int]], key: BucketKey, entry: Entry, sign: int) -> None:
     bucket = buckets.get(key)
     if bucket is None:
-        bucket = buckets[key] = [0, 0, 0, 0, 0, entry[1], entry[1]]
+        bucket = buckets[key] = [0, 0, 0, 0, 0, entry[1], entry[1], 0]
     bucket[0] += sign * entry[5]
     bucket[1] += sign * entry[6]
     bucket[2] += sign * entry[7]
     bucket[3] += sign * entry[8]
     bucket[4] += sign
+    bucket[7] += sign * entry[9]
     if sign > 0:
         bucket[5] = min(bucket[5], entry[1])
         bucket[6] = max(bucket[6], entry[1])
@@ -288,7 +319,7 @@ def _add(buckets: dict[BucketKey, list[int]], key: BucketKey, entry: Entry, sign
         del buckets[key]
 
 
-Row = tuple[Any, ...]  # (key or None, line offset, epoch, model, input, output, cache_write, cache_read)
+Row = tuple[Any, ...]  # (key or None, line offset, epoch, model, in, out, cw, cr, cw_1h, branch)
 Scan = tuple[int, int, int, list[Row]]  # (new offset, bytes read, lines parsed, responses found)
 
 
@@ -323,10 +354,10 @@ def _scan(path: str, offset: int, seen: set[bytes]) -> Scan:
                     parsed_lines += 1
                     parsed = parse_line(data[start:end])
                     if parsed is not None:
-                        key, stamp, model, tokens = parsed
+                        key, stamp, model, tokens, branch = parsed
                         epoch = _epoch(stamp)
                         if epoch is not None and not (model in NO_COST_MODELS and not any(tokens)):
-                            append((key, position + start, epoch, model, *tokens))
+                            append((key, position + start, epoch, model, *tokens, branch))
                             if b'"requestId"' in fingerprint:
                                 seen.add(fingerprint)
                 hit = find(MARK, end, cut)
@@ -416,7 +447,7 @@ def import_transcripts(folder: Path, dirs: list[Path]) -> tuple[Ledger, ImportSt
 def _merge(ledger: Ledger, entries: dict[str, Entry], todo: list[tuple[TranscriptFile, int]],
            results: list[Scan | None], stats: ImportStats) -> list[Entry]:
     """Count each response once, keeping its largest totals; returns the entries to append."""
-    day_of = _Days()
+    day_of = Days()
     buckets = ledger.buckets
     new_entries: list[Entry] = []
     bytes_read = lines_parsed = files_read = new = updated = 0
@@ -428,22 +459,23 @@ def _merge(ledger: Ledger, entries: dict[str, Entry], todo: list[tuple[Transcrip
         bytes_read += size
         lines_parsed += count
         project, session = file.project, file.session
-        for key, line_offset, epoch, model, a, b, c, d in rows:
+        for key, line_offset, epoch, model, a, b, c, d, hour, branch in rows:
             if key is None:  # no message id: it cannot repeat, count the line itself
                 key = f"@{file.path}:{line_offset}"
             old = entries.get(key)
             if old is None:
-                entry = [key, epoch, project, session, model, a, b, c, d]
+                entry = [key, epoch, project, session, model, a, b, c, d, hour, branch]
                 new += 1
             else:
                 if a + b + c + d <= old[5] + old[6] + old[7] + old[8]:
                     continue
-                entry = [key, old[1], old[2], old[3], old[4], a, b, c, d]  # keep where and when it was first counted
-                _add(buckets, (day_of(old[1]), old[2], old[3], old[4]), old, -1)
+                # keep where, when and on which branch it was first counted
+                entry = [key, old[1], old[2], old[3], old[4], a, b, c, d, hour, old[10]]
+                _add(buckets, bucket_key(day_of, old), old, -1)
                 updated += 1
             entries[key] = entry
             new_entries.append(entry)
-            _add(buckets, (day_of(entry[1]), entry[2], entry[3], entry[4]), entry, 1)
+            _add(buckets, bucket_key(day_of, entry), entry, 1)
         st = file.stat
         ledger.files[file.path] = [position, st.st_size, st.st_mtime_ns, st.st_ino]
     stats.files_read, stats.bytes_read, stats.lines_parsed = files_read, bytes_read, lines_parsed
@@ -457,248 +489,3 @@ def load_entries(folder: Path, ledger: Ledger) -> dict[str, Entry]:
     return ledger.entries
 
 
-# -- reports ----------------------------------------------------------------------------------
-class TokenTotals(BaseModel):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_write_tokens: int = 0
-    cache_read_tokens: int = 0
-    total_tokens: int = 0
-    responses: int = 0
-    cost_usd: float = 0.0
-
-
-class ModelUsage(TokenTotals):
-    model: str
-
-
-class UsageRow(TokenTotals):
-    """One period (a day `2026-10-05`, a week by its Monday `2026-10-05`, a month `2026-10`)
-    or one Claude Code session."""
-
-    period: str
-    project: str | None = None
-    session_id: str | None = Field(default=None, description="the session-manager session this usage belongs to")
-    first: Timestamp | None = None
-    last: Timestamp | None = None
-    models: list[ModelUsage] = Field(default_factory=list)
-
-
-class UsageReport(BaseModel):
-    """Claude Code usage from its transcripts, de-duplicated, per period and model."""
-
-    period: str
-    since: Timestamp | None = None
-    until: Timestamp | None = None
-    rows: list[UsageRow]
-    totals: UsageRow
-    warnings: list[str] = Field(default_factory=list)
-    sources: list[str] = Field(default_factory=list, description="the Claude Code config dirs read")
-    imported: ImportStats
-
-
-def _period_of(day: str, period: str) -> str:
-    if period == "monthly":
-        return day[:7]
-    if period == "weekly":
-        moment = date.fromisoformat(day)
-        return (moment - timedelta(days=moment.weekday())).isoformat()
-    return day
-
-
-def summarize(
-    buckets: dict[BucketKey, list[int]],
-    period: str,
-    since: datetime | None,
-    until: datetime | None,
-    table: Any,
-    owners: dict[str, str] | None = None,
-) -> tuple[list[UsageRow], UsageRow, list[str]]:
-    """Group the day buckets into rows; `since`/`until` filter on the day (until exclusive)."""
-    low = since.strftime("%Y-%m-%d") if since else ""
-    high = until.strftime("%Y-%m-%d") if until else "9999"
-    if until is not None and (until.hour or until.minute or until.second):
-        high = (until + timedelta(days=1)).strftime("%Y-%m-%d")
-    groups: dict[tuple[str, str | None], dict[str, list[int]]] = defaultdict(dict)
-    for (day, project, session, model), values in buckets.items():
-        if not low <= day < high:
-            continue
-        key = (session, project) if period == "session" else (_period_of(day, period), None)
-        row = groups[key].get(model)
-        if row is None:
-            groups[key][model] = list(values)
-        else:
-            for i in range(5):
-                row[i] += values[i]
-            row[5] = min(row[5], values[5])
-            row[6] = max(row[6], values[6])
-    warnings: set[str] = set()
-    rows = []
-    for (label, project), models in groups.items():
-        row = _row(label, models, table, warnings)
-        if period == "session":
-            row.project = project
-            row.session_id = (owners or {}).get(label)
-        rows.append(row)
-    rows.sort(key=lambda r: (r.first, r.period) if period == "session" else (r.period,))
-    everything: dict[str, list[int]] = {}
-    for models in groups.values():
-        for model, values in models.items():
-            total = everything.setdefault(model, [0, 0, 0, 0, 0, values[5], values[6]])
-            for i in range(5):
-                total[i] += values[i]
-            total[5], total[6] = min(total[5], values[5]), max(total[6], values[6])
-    return rows, _row("total", everything, table, warnings), sorted(warnings)
-
-
-def _row(label: str, models: dict[str, list[int]], table: Any, warnings: set[str]) -> UsageRow:
-    row = UsageRow(period=label)
-    breakdown = []
-    for model, v in models.items():
-        tokens = Tokens(input=v[0], output=v[1], cache_write=v[2], cache_read=v[3])
-        usd, _key, warning = table.model_usd(model, tokens)
-        if warning:
-            warnings.add(warning)
-        usage = ModelUsage(model=model, input_tokens=v[0], output_tokens=v[1], cache_write_tokens=v[2],
-                           cache_read_tokens=v[3], total_tokens=tokens.total, responses=v[4], cost_usd=round(usd, 6))
-        breakdown.append(usage)
-        row.input_tokens += v[0]
-        row.output_tokens += v[1]
-        row.cache_write_tokens += v[2]
-        row.cache_read_tokens += v[3]
-        row.responses += v[4]
-        row.cost_usd += usd
-        first, last = datetime.fromtimestamp(v[5], UTC), datetime.fromtimestamp(v[6], UTC)
-        row.first = first if row.first is None else min(row.first, first)
-        row.last = last if row.last is None else max(row.last, last)
-    row.total_tokens = row.input_tokens + row.output_tokens + row.cache_write_tokens + row.cache_read_tokens
-    row.cost_usd = round(row.cost_usd, 6)
-    row.models = sorted(breakdown, key=lambda m: -m.cost_usd)
-    return row
-
-
-# -- attribution --------------------------------------------------------------------------------
-def select_for_session(
-    entries: dict[str, Entry],
-    claude_sessions: list[str],
-    project: str,
-    start: datetime,
-    end: datetime | None,
-) -> tuple[str, list[Entry]]:
-    """The responses that belong to a session: those of the Claude Code sessions it recorded,
-    else those of this project inside its time window."""
-    if claude_sessions:
-        wanted = set(claude_sessions)
-        return "claude_sessions", [e for e in entries.values() if e[3] in wanted]
-    low = int(start.timestamp())
-    high = int(end.timestamp()) if end else 1 << 62
-    prefix = project + "-"
-    picked = [e for e in entries.values()
-              if low <= e[1] <= high and (e[2] == project or e[2].startswith(prefix))]
-    return "time_window", picked
-
-
-def tokens_by_model(picked: list[Entry]) -> dict[str, Tokens]:
-    by_model: dict[str, Tokens] = {}
-    for entry in picked:
-        tokens = by_model.setdefault(entry[4], Tokens())
-        tokens.input += entry[5]
-        tokens.output += entry[6]
-        tokens.cache_write += entry[7]
-        tokens.cache_read += entry[8]
-    return by_model
-
-
-class UsageAttachResult(BaseModel):
-    """Claude Code usage attributed to one session and booked into its cost tracking."""
-
-    session_id: str
-    method: str = Field(description="claude_sessions (ids recorded by the hooks) or time_window (project and time)")
-    claude_sessions: list[str] = Field(default_factory=list)
-    responses: int
-    tokens: Tokens
-    usd: float
-    added_usd: float = Field(description="what this run added (0 when nothing is new since the last attach)")
-    models: list[ModelUsage] = Field(default_factory=list)
-    total_cost: float
-    budget_usd: float | None = None
-    warnings: list[str] = Field(default_factory=list)
-    alerts: list[Alert] = Field(default_factory=list)
-    imported: ImportStats
-
-
-# -- what the service calls ------------------------------------------------------------------------
-def update(store: Any, lock_timeout: float) -> tuple[Ledger, ImportStats, list[Path], Path]:
-    """Import what is new, under the project's usage lock (two imports never interleave)."""
-    from filelock import FileLock, Timeout
-
-    from session_manager.errors import LockTimeout
-
-    folder = store.private_dir()
-    dirs = claude_dirs()
-    try:
-        with FileLock(str(folder / LOCK_FILE), timeout=lock_timeout):
-            ledger, stats = import_transcripts(folder, dirs)
-    except Timeout:
-        raise LockTimeout(f"another usage import held its lock for {lock_timeout:g} s; try again") from None
-    return ledger, stats, dirs, folder
-
-
-ATTACHED_FILE = "claude_usage.json"
-NO_TRANSCRIPTS = ("no Claude Code transcripts found: looked in CLAUDE_CONFIG_DIR, else ~/.claude and"
-                  " ~/.config/claude, for a projects/ folder")
-
-
-def attach(tx: Any, entries: dict[str, Entry], project: str, table: Any, stats: ImportStats) -> UsageAttachResult:
-    """Attribute usage to the session of `tx` and book what changed since the last attach into
-    its cost tracking (one cost entry per model, source `claude_code`). Re-running it after
-    more work books only the difference, so nothing is counted twice."""
-    import json
-
-    from session_manager import costs
-
-    state = tx.state
-    end = state.ended_at or state.completed_at
-    method, picked = select_for_session(entries, state.claude_sessions, project, state.started_at, end)
-    by_model = tokens_by_model(picked)
-    responses: Counter[str] = Counter(entry[4] for entry in picked)
-    previous: dict[str, Any] = {}
-    try:
-        previous = json.loads((tx.folder / ATTACHED_FILE).read_text()).get("models", {})
-    except (FileNotFoundError, ValueError, AttributeError):
-        previous = {}
-    models, warnings, record = [], [], {}
-    total_tokens, total_usd, added = Tokens(), 0.0, 0.0
-    for model in sorted(set(by_model) | set(previous)):
-        tokens = by_model.get(model, Tokens())
-        usd, _key, warning = table.model_usd(model, tokens)
-        usd = round(usd, 6)
-        if warning and tokens.total:
-            warnings.append(warning)
-        before = previous.get(model, {})
-        delta = Tokens(**{kind: getattr(tokens, kind) - int(before.get(kind, 0))
-                          for kind in ("input", "output", "cache_write", "cache_read")})
-        delta_usd = round(usd - float(before.get("usd", 0.0)), 6)
-        if delta_usd or any(getattr(delta, kind) for kind in ("input", "output", "cache_write", "cache_read")):
-            costs.book(tx, table, stage=None, model=model, tokens=delta, usd=delta_usd, source="claude_code")
-            added += delta_usd
-        if tokens.total:
-            record[model] = {**tokens.model_dump(), "usd": usd}
-            models.append(ModelUsage(model=model, input_tokens=tokens.input, output_tokens=tokens.output,
-                                     cache_write_tokens=tokens.cache_write, cache_read_tokens=tokens.cache_read,
-                                     total_tokens=tokens.total, responses=responses[model], cost_usd=usd))
-        for kind in ("input", "output", "cache_write", "cache_read"):
-            setattr(total_tokens, kind, getattr(total_tokens, kind) + getattr(tokens, kind))
-        total_usd += usd
-    matched = sorted({entry[3] for entry in picked})
-    tx.write(ATTACHED_FILE, json.dumps({"attached_at": tx.now.strftime("%Y-%m-%dT%H:%M:%SZ"), "method": method,
-                                        "claude_sessions": matched, "responses": len(picked), "models": record},
-                                       indent=2) + "\n")
-    tx.event("usage_attached", method=method, claude_sessions=matched, responses=len(picked),
-             usd=round(total_usd, 6), added_usd=round(added, 6))
-    return UsageAttachResult(
-        session_id=state.session_id, method=method, claude_sessions=matched, responses=len(picked),
-        tokens=total_tokens, usd=round(total_usd, 6), added_usd=round(added, 6),
-        models=sorted(models, key=lambda m: -m.cost_usd), total_cost=state.cost_tracking.total_cost,
-        budget_usd=state.budget.usd, warnings=warnings, imported=stats,
-    )
