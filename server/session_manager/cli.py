@@ -229,7 +229,8 @@ def run(op: Operation, cli: Cli, words: list[str]) -> int:
     options = {o.flag.lstrip("-").replace("-", "_"): getattr(namespace, o.flag.lstrip("-").replace("-", "_"))
                for o in cli.options}
     options.update(json=getattr(namespace, "json", False), service=svc)
-    view = operations.load(cli.view or op.view) if (cli.view or op.view) else None
+    view_path = cli.view or op.view
+    view = operations.load(view_path) if view_path else None
     if view is not None and "options" in inspect.signature(view).parameters:
         print(terminal_safe(call_view(view, result, request, options)))  # the view handles --json and its options
     elif options["json"] or view is None:

@@ -102,7 +102,8 @@ class Pipelines(Strict):
         return self
 
     def for_level(self, level: str) -> list[StageDef]:
-        return getattr(self, level)
+        stages: list[StageDef] = getattr(self, level)
+        return stages
 
 
 class Alerts(Strict):

@@ -290,7 +290,7 @@ def template_variables(
 ) -> dict[str, Any]:
     """The variables every session template sees (documented in docs/templates.md)."""
     progress, costs = state.progress, state.cost_tracking
-    stages = []
+    stages: list[dict[str, Any]] = []
     for number, (name, stage) in enumerate(state.stages.items(), start=1):
         stage_def = config.stage(state.level, name)
         stages.append({

@@ -6,6 +6,8 @@ else escaping the service layer is our fault and is reported as an internal erro
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SessionError(Exception):
     """Root of every error the service layer raises on purpose."""
@@ -50,7 +52,7 @@ class TemplateError(SessionError):
     and what was wrong (an undefined variable, a syntax error, a sandbox refusal)."""
 
 
-def describe_validation_error(error, source: str | None = None) -> str:
+def describe_validation_error(error: Any, source: str | None = None) -> str:
     """One line for a pydantic ValidationError: `source: field.path: what is wrong`."""
     problems = error.errors()
     first = problems[0]

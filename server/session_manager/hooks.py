@@ -78,8 +78,10 @@ def _payload(raw: str) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidInput(f"stdin is not the JSON Claude Code sends ({exc.msg})") from None
+    except ValueError as exc:
+        raise InvalidInput(f"stdin is not the JSON Claude Code sends ({exc})") from None
     if not isinstance(data, dict):
         raise InvalidInput("stdin is not a JSON object")
     return data

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from session_manager.errors import InvalidInput
+
+
+LevelName = Literal["dev", "production", "platform", "coded"]
 
 
 @dataclass(frozen=True)
 class Level:
     number: int
-    name: str
+    name: LevelName
     dirname: str
     prefix: str
     aliases: tuple[str, ...]

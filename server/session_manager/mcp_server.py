@@ -122,6 +122,8 @@ def invoke(op: Operation, arguments: dict[str, Any], factory: Callable[[], Servi
             values[name] = internal[name]()
     svc = factory()
     result = getattr(svc, op.name)(**values)
+    if op.tool_view is None:
+        raise TypeError(f"operation {op.name} has a tool but no tool_view")
     view: BaseModel = operations.load(op.tool_view)(result)
     if svc.warnings and hasattr(view, "warnings"):
         view.warnings = [*(view.warnings or []), *svc.warnings]
@@ -142,7 +144,7 @@ def _input_schema(name: str) -> dict[str, Any]:
     """The request model's JSON schema, compact, without the fields the server sets itself;
     strict: `additionalProperties: false`."""
     op = operations.get(name)
-    schema = compact_schema(op.request_model().model_json_schema())
+    schema: dict[str, Any] = compact_schema(op.request_model().model_json_schema())
     properties = schema.get("properties", {})
     for name in op.internal:
         properties.pop(name, None)

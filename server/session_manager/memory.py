@@ -73,7 +73,7 @@ def record(store: Store, state: SessionState, lock_timeout: float = 30.0) -> dic
                 text = read_bytes(path).decode("utf-8", errors="replace")
             except FileNotFoundError:
                 text = f"# {title}\n\n{intro}\n\n"
-            lines = []
+            lines: list[str] = []
             for date, body in items:
                 mark = marker(state.session_id, kind, body)
                 if mark in text or any(mark in line for line in lines):

@@ -143,9 +143,13 @@ class Budget(Model):
     usd: float | None = None
 
 
+AlertKind = Literal["cost", "quality", "time", "error_rate"]
+Severity = Literal["warning", "critical"]
+
+
 class Alert(Model):
-    kind: Literal["cost", "quality", "time", "error_rate"]
-    severity: Literal["warning", "critical"]
+    kind: AlertKind
+    severity: Severity
     message: str
     value: float
     threshold: float

@@ -19,6 +19,8 @@ from session_manager.errors import InvalidInput, InvalidTransition, NotFound
 from session_manager.model import (
     DONE_STAGE,
     Alert,
+    AlertKind,
+    Severity,
     CostData,
     ErrorRecord,
     HandoffData,
@@ -442,7 +444,7 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
             _reopen(tx, name, "resume")
         target = from_stage
     else:
-        target = state.current_stage
+        target = state.current_stage or ""
         stage_state = state.stages[target] if target else None
         if stage_state is None or stage_state.status not in (T.escalated, T.in_progress, T.failed):
             if state.status != S.failed:
@@ -556,7 +558,7 @@ def estimate_remaining_seconds(state: SessionState, config: Config, history: dic
 
 def evaluate_alerts(tx: Transaction, config: Config, history: dict[str, list[float]]) -> None:
     state, limits, now = tx.state, config.alerts, tx.now
-    found: list[tuple[str, str, str, float, float]] = []
+    found: list[tuple[AlertKind, Severity, str, float, float]] = []
     budget = state.budget.usd
     spent = state.cost_tracking.total_cost
     if budget:

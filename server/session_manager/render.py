@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 
 from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError
 from session_manager.levels import LEVELS
-from session_manager.store import UnsafePath, atomic_write, guard, read_bytes, shown
+from session_manager.errors import UnsafePath
+from session_manager.store import atomic_write, guard, read_bytes, shown
 
 if TYPE_CHECKING:
     from session_manager.service import Service
@@ -175,7 +176,7 @@ _ENVIRONMENTS: dict[tuple[Any, ...], Any] = {}
 def _project_signature(folders: list[tuple[Path, str]]) -> tuple[tuple[str, int], ...]:
     """The project's template files and their mtimes: a new, changed or removed override
     gives a new signature, hence a fresh environment (shipped files do not change at run time)."""
-    found = []
+    found: list[tuple[str, int]] = []
     for folder, source in folders:
         if source != "project":
             continue
@@ -243,9 +244,10 @@ def _sized(value: Any) -> int:
 
 
 def _bounded_sandbox() -> Any:
-    from jinja2.sandbox import SandboxedEnvironment, SecurityError
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import SandboxedEnvironment
 
-    class BoundedSandbox(SandboxedEnvironment):  # type: ignore[misc]
+    class BoundedSandbox(SandboxedEnvironment):
         intercepted_binops = frozenset({"*", "**"})
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
@@ -276,7 +278,7 @@ def _bounded_sandbox() -> Any:
 def _confined_loader(paths: list[str]) -> Any:
     from jinja2 import FileSystemLoader
 
-    class ConfinedLoader(FileSystemLoader):  # type: ignore[misc]
+    class ConfinedLoader(FileSystemLoader):
         """Project overrides under `.claude/templates/` must be regular files, not links: a
         link would copy what it points to (a credentials file) into session files and backups."""
 
@@ -318,7 +320,7 @@ def _template_line(exc: BaseException) -> tuple[str | None, int | None]:
 def describe(root: Path, file: str, exc: Exception) -> TemplateError:
     """One line naming the template, the line and what was wrong."""
     from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
-    from jinja2.sandbox import SecurityError
+    from jinja2.exceptions import SecurityError
 
     if isinstance(exc, TemplateNotFound):
         if exc.name == file:

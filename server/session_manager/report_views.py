@@ -60,13 +60,13 @@ def usage_view(report: Any) -> str:
         return ("no Claude Code transcripts found: set CLAUDE_CONFIG_DIR, or use Claude Code so it writes"
                 " ~/.claude/projects/")
     session = report.period == "session"
-    headers = (("CLAUDE SESSION", "PROJECT", "SESSION") if session
-               else ({"daily": "DAY", "weekly": "WEEK OF", "monthly": "MONTH", "branch": "GIT BRANCH"}
-                     .get(report.period, report.period.upper()),))
+    headers: tuple[str, ...] = (("CLAUDE SESSION", "PROJECT", "SESSION") if session
+                                else ({"daily": "DAY", "weekly": "WEEK OF", "monthly": "MONTH", "branch": "GIT BRANCH"}
+                                      .get(report.period, report.period.upper()),))
     headers = headers + ("INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ", "TOTAL", "COST", "MODELS")
     rows = []
     for row in [*report.rows, report.totals]:
-        label = (row.period[:8] if session and row is not report.totals else row.period,)
+        label: tuple[str, ...] = (row.period[:8] if session and row is not report.totals else row.period,)
         if session:
             label += ((row.project or "")[-30:], row.session_id or "")
         models = ", ".join(m.model for m in row.models[:3]) + (" ..." if len(row.models) > 3 else "")

@@ -84,9 +84,10 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
     )
     from session_manager.render import RenderResult, TemplateCopy, TemplateList
     from session_manager.costs import CostRemoval, CostResult
+    from session_manager.trail import Trail
     from session_manager.dashboard import Dashboard
     from session_manager.reports import Report
-    from session_manager.usage import BindResult as UsageBindResult
+    from session_manager.usage import BindResult as UsageBindResult  # noqa: F401
     from session_manager.usage import UsageAttachResult, UsageReport
 
 Req = TypeVar("Req", bound=BaseModel)
@@ -539,7 +540,7 @@ class Service:
         return render.show_template(self.root, req.name, req.level.name if req.level else None)
 
     # -- backups ----------------------------------------------------------------------
-    def _trail(self) -> Any:
+    def _trail(self) -> Trail:
         from session_manager.backup import Trail
 
         return Trail(self.root, self.config.backup, self.config.lock_timeout_seconds, self.store)

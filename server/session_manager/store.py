@@ -513,10 +513,12 @@ class Store:
                                f" `{restore}`") from None
 
     def read_state(self, session_id: str) -> SessionState:
-        return self._read_model(session_id, STATE_FILE, SessionState)
+        state: SessionState = self._read_model(session_id, STATE_FILE, SessionState)
+        return state
 
     def read_metadata(self, session_id: str) -> Metadata:
-        return self._read_model(session_id, METADATA_FILE, Metadata)
+        metadata: Metadata = self._read_model(session_id, METADATA_FILE, Metadata)
+        return metadata
 
     def read_journal(self, session_id: str) -> Journal:
         """The journal without the lines written ahead for a change that never reached the

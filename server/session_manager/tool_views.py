@@ -136,7 +136,7 @@ class ReportView(View):
 
 
 def _day(value: Any) -> str:
-    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+    return str(value.astimezone().strftime("%Y-%m-%d %H:%M"))
 
 
 def _alert_lines(alerts: Any) -> list[str]:
