@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import sys
 import types
 import typing
@@ -36,12 +35,6 @@ ID_NOTE = "When ID is left out, the most recent active session is meant."
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, not usage + message
         raise InvalidInput(f"{message} (see `{self.prog} --help`)")
-
-
-def service(actor: str = "cli") -> Any:
-    from session_manager.service import Service
-
-    return Service(actor=os.environ.get("SESSION_MANAGER_ACTOR", actor))
 
 
 # -- the positional grammar -----------------------------------------------------------------
@@ -224,6 +217,8 @@ def run(op: Operation, cli: Cli, words: list[str]) -> int:
     if op.runs:
         operations.load(op.runs)(request)
         return 0
+    from session_manager.commands import service
+
     svc = service()
     result = getattr(svc, op.name)(request)
     options = {o.flag.lstrip("-").replace("-", "_"): getattr(namespace, o.flag.lstrip("-").replace("-", "_"))

@@ -3,11 +3,23 @@ the Claude Code hooks and the foreground autosave. Declared in the registry like
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from session_manager.errors import InvalidInput
 from session_manager.requests import HookRequest, ServeRequest, WatchRequest
+
+if TYPE_CHECKING:
+    from session_manager.service import Service
+
+
+def service(actor: str = "cli") -> Service:
+    """The service for a command-line process: the project found from the current folder, the
+    actor from SESSION_MANAGER_ACTOR (hooks and scripts name themselves)."""
+    from session_manager.service import Service
+
+    return Service(actor=os.environ.get("SESSION_MANAGER_ACTOR", actor))
 
 
 def serve(request: ServeRequest) -> None:
@@ -30,8 +42,6 @@ def watch(request: WatchRequest) -> None:
 
     from session_manager import backup
     from session_manager.backup_views import backup_line
-    from session_manager.cli import service
-
     svc = service()
     config = svc.config.backup
     if not config.enabled:
