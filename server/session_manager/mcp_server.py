@@ -38,7 +38,8 @@ from session_manager.store import find_root
 SERVER_NAME = "sessions"
 INSTRUCTIONS = (
     "Durable work sessions kept in .claude/ (levels: dev, prod, platform, coded). Call session_status"
-    " first to see active sessions; pass their session_id to the other tools. Record progress as it"
+    " first to see active sessions; pass their session_id to the other tools (omitted, it means the active"
+    " session touched last). Record progress as it"
     " happens: stage_start/stage_complete around each stage, record_failure on errors, session_update"
     " for tasks, blockers, learnings and decisions. Full state: resource session://{session_id}."
 )

@@ -73,7 +73,9 @@ Key = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A
 
 
 LEVEL_HELP = "dev, prod, platform or coded (or 1-4)"
-OptionalId = Annotated[SessionId | None, Field(description="omit for the active session touched last")]
+# no per-field description: the server's instructions and the CLI's help say it once ("omit for the active
+# session touched last"), which keeps the tool list small
+OptionalId = Annotated[SessionId | None, Field()]
 
 
 class Request(BaseModel):
