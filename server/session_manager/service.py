@@ -72,7 +72,7 @@ from session_manager.results import Journal, SessionDetail, SessionList, Session
 from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
 
 if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off the hot path
-    from session_manager.backup import (
+    from session_manager.backup_models import (
         BackupHistory,
         BackupHistoryRequest,
         BackupNowRequest,

@@ -171,14 +171,19 @@ class RestoreView(View):
     undo: str | None = None
 
 
-class CostView(View):
+class SpendView(View):
+    """Money booked to a session (`usd`) and where its spending now stands."""
+
     session_id: str
-    stage: str | None = None
     usd: float
-    computed: bool
     total_cost: float
     budget_usd: float | None = None
     alerts: list[str] = Field(default_factory=list)
+
+
+class CostView(SpendView):
+    stage: str | None = None
+    computed: bool
 
 
 class UsageView(View):
@@ -190,15 +195,10 @@ class UsageView(View):
     cost_usd: float
 
 
-class AttachView(View):
-    session_id: str
+class AttachView(SpendView):
     method: str
     responses: int
-    usd: float
     added_usd: float
-    total_cost: float
-    budget_usd: float | None = None
-    alerts: list[str] = Field(default_factory=list)
 
 
 class DashboardView(View):
@@ -273,12 +273,8 @@ def dashboard(result: Any) -> DashboardView:
         average_quality=result.average_quality)
 
 
-class RemovalView(View):
-    session_id: str
+class RemovalView(SpendView):
     entry: int
-    usd: float
-    total_cost: float
-    alerts: list[str] = Field(default_factory=list)
 
 
 class BindView(View):
