@@ -42,27 +42,29 @@ class Parser(argparse.ArgumentParser):
 class Word:
     field: str
     kind: str  # "id", "one", "optional", "list", "text"
+    label: str | None = None  # what help calls it (`add_tasks...:TEXT`); the field's name in capitals otherwise
 
     @property
     def metavar(self) -> str:
-        name = "ID" if self.kind == "id" else self.field.upper()
+        name = "ID" if self.kind == "id" else (self.label or self.field.upper())
         return {"id": "[ID]", "one": name, "optional": f"[{name}]", "list": f"{name}...",
                 "text": f"[{name}...]"}[self.kind]
 
 
 def words_of(cli: Cli) -> list[Word]:
     out = []
-    for token in cli.args.split():
+    for spelled in cli.args.split():
+        token, _, label = spelled.partition(":")
         if token == "ID?":
             out.append(Word("session_id", "id"))
         elif token.endswith("..."):
-            out.append(Word(token[:-3], "list"))
+            out.append(Word(token[:-3], "list", label or None))
         elif token.endswith("*"):
-            out.append(Word(token[:-1], "text"))
+            out.append(Word(token[:-1], "text", label or None))
         elif token.endswith("?"):
-            out.append(Word(token[:-1], "optional"))
+            out.append(Word(token[:-1], "optional", label or None))
         else:
-            out.append(Word(token, "one"))
+            out.append(Word(token, "one", label or None))
     return out
 
 
@@ -90,7 +92,7 @@ def bind_words(cli: Cli, grammar: list[Word], words: list[str], fields: dict[str
                 out[word.field] = rest.pop(0)
         elif word.kind == "list":
             if not rest:
-                raise InvalidInput(f"{cli.path} needs at least one {word.field.upper()}: {cli.path} {usage}")
+                raise InvalidInput(f"{cli.path} needs at least one {word.metavar.rstrip('.')}: {cli.path} {usage}")
             out[word.field], rest = rest, []
         elif rest:  # text: the remaining words
             out[word.field], rest = " ".join(rest), []

@@ -14,7 +14,8 @@ The CLI grammar of positional words (`Cli.args`), read left to right:
 - `name`      a required word for the request field `name`;
 - `name?`     an optional word;
 - `name...`   one or more words, a list field (one item per word);
-- `name*`     the remaining words joined by spaces into a text field (may be empty).
+- `name*`     the remaining words joined by spaces into a text field (may be empty);
+- `name...:TEXT` (any token) names the words TEXT in the help instead of NAME.
 Every other request field becomes a `--flag` (underscores as dashes, renamed by `Cli.flags`).
 """
 
@@ -132,16 +133,16 @@ OPERATIONS: tuple[Operation, ...] = (
         "Add or complete tasks, add or clear blockers, record learnings and decisions.", W,
         tool="session_update", view="views:update_summary", tool_view="tool_views:session",
         cli=(
-            Cli("task add", "ID? add_tasks...", "Add tasks: task add [ID] TEXT...", only=("session_id", "add_tasks")),
-            Cli("task done", "ID? complete_tasks...", "Complete tasks by #id or exact text: task done [ID] REF...",
+            Cli("task add", "ID? add_tasks...:TEXT", "Add tasks: task add [ID] TEXT...", only=("session_id", "add_tasks")),
+            Cli("task done", "ID? complete_tasks...:REF", "Complete tasks by #id or exact text: task done [ID] REF...",
                 only=("session_id", "complete_tasks")),
-            Cli("blocker add", "ID? blockers...", "Record blockers: blocker add [ID] TEXT...",
+            Cli("blocker add", "ID? blockers...:TEXT", "Record blockers: blocker add [ID] TEXT...",
                 only=("session_id", "blockers")),
-            Cli("blocker clear", "ID? clear_blockers...",
+            Cli("blocker clear", "ID? clear_blockers...:REF",
                 "Clear blockers by #id or exact text: blocker clear [ID] REF...", only=("session_id", "clear_blockers")),
-            Cli("learning add", "ID? learnings...", "Record learnings: learning add [ID] TEXT...",
+            Cli("learning add", "ID? learnings...:TEXT", "Record learnings: learning add [ID] TEXT...",
                 only=("session_id", "learnings")),
-            Cli("decision add", "ID? decisions...", "Record decisions: decision add [ID] TEXT...",
+            Cli("decision add", "ID? decisions...:TEXT", "Record decisions: decision add [ID] TEXT...",
                 only=("session_id", "decisions")),
         ),
     ),
@@ -272,7 +273,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "usage_bind", "requests:UsageBindRequest",
         "Bind a Claude Code conversation to a session from a point in time: its later responses are booked there.",
         W, tool="usage_bind", tool_summary="Bind a Claude Code conversation to a session from a time on.",
-        cli=(Cli("usage bind", "ID? claude_session"),), view="report_views:bind_view", tool_view="tool_views:bind",
+        cli=(Cli("usage bind", "ID? claude_session:CONVERSATION"),), view="report_views:bind_view", tool_view="tool_views:bind",
     ),
     Operation(
         "report", "requests:ReportRequest", "Report on sessions: today, the last 7 or 30 days, or --since/--until.",
