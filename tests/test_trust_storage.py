@@ -490,3 +490,21 @@ def test_zz_trust_counts(record_property) -> None:
     total = sum(COUNTS.values())
     record_property("counts", "trust (storage): " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
                     + f"; {total} attacks refused or contained")
+
+
+def test_a_change_after_a_lost_one_is_never_confused_with_it(project: Path, service: Service) -> None:
+    """A process died between its journal line and its state: the next change reuses that revision.
+    The dead change's line must not count as applied afterwards."""
+    sid = service.start(level="dev").state.session_id
+    folder = _folder(service, sid)
+    revision = service.store.read_state(sid).revision
+    with (folder / "events.jsonl").open("a") as handle:  # the line of a change whose state never landed
+        handle.write(json.dumps({"session_id": sid, "at": "2026-11-21T09:30:00Z", "actor": "test",
+                                 "event": "task_added", "task_id": 99, "title": "lost", "rev": revision + 1})
+                     + "\n")
+    service.update(session_id=sid, add_tasks=["kept"])
+    journal = service.store.read_journal(sid)
+    titles = [r["title"] for r in journal.records if r["event"] == "task_added"]
+    assert titles == ["kept"] and journal.unapplied == 0
+    assert "lost" not in (folder / "events.jsonl").read_text()
+    _count("commit point")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from session_manager.formatting import when
+
 
 def backup_line(r: Any) -> str:
     if not r.committed:
@@ -20,7 +22,7 @@ def history_view(r: Any) -> str:
 
     if not r.entries:
         return f"no backups of {r.session_id} on {r.branch} yet"
-    rows = [(e.short, e.time.astimezone().strftime("%Y-%m-%d %H:%M:%S"), e.reason) for e in r.entries]
+    rows = [(e.short, when(e.time, seconds=True), e.reason) for e in r.entries]
     head = f"{r.session_id}: {len(r.entries)} backup{'s' if len(r.entries) > 1 else ''} on {r.branch}, newest first\n\n"
     foot = f"\n\nRestore one: session-manager backup restore {r.session_id} --at REVISION"
     return head + table(("REVISION", "TIME", "REASON"), rows) + foot
@@ -28,7 +30,7 @@ def history_view(r: Any) -> str:
 
 def restore_view(r: Any) -> str:
     lines = [
-        f"restored {r.session_id} to backup {r.short} of {r.time.astimezone():%Y-%m-%d %H:%M:%S}:"
+        f"restored {r.session_id} to backup {r.short} of {when(r.time, seconds=True)}:"
         f" {len(r.restored)} file(s) written, {len(r.deleted)} deleted, {r.unchanged} unchanged"
     ]
     lines += [f"  wrote   {name}" for name in r.restored]

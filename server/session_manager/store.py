@@ -249,6 +249,46 @@ def append_line(path: Path, record: dict[str, Any]) -> None:
     append_lines(path, [record])
 
 
+JOURNAL_TAIL = 1 << 16  # how far back the next change looks for lines of a change that never landed
+
+
+def cut_unapplied_tail(path: Path, revision: int) -> int:
+    """Cut the lines at the end of a journal that were written ahead of a state that never
+    landed (their `rev` is above the state's `revision`: the process died between the journal
+    append and the state replace). The next change runs this under the session lock before it
+    appends, so a later change that reuses that revision is never confused with them. Returns
+    the number of bytes cut."""
+    try:
+        fd = open_fd(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - JOURNAL_TAIL)
+        tail = os.pread(fd, size - start, start)
+        if not tail.endswith(b"\n"):
+            return 0  # a torn last line: the reader counts it as unreadable
+        keep = len(tail)
+        while keep:
+            line_start = tail.rfind(b"\n", 0, keep - 1) + 1
+            if line_start == 0 and start > 0:
+                break  # the line begins before what was read: leave it
+            try:
+                record = json.loads(tail[line_start:keep - 1])
+            except ValueError:
+                break
+            rev = record.get("rev") if isinstance(record, dict) else None
+            if not isinstance(rev, int) or rev <= revision:
+                break
+            keep = line_start
+        if keep < len(tail):
+            os.ftruncate(fd, start + keep)
+            os.fdatasync(fd)
+        return len(tail) - keep
+    finally:
+        os.close(fd)
+
+
 def undo_append(path: Path, before: int, after: int) -> None:
     """Cut a journal back to `before`, if nobody appended after our lines (best effort)."""
     try:
@@ -341,6 +381,7 @@ class Transaction:
             if self.events:
                 records = [{"session_id": self.session_id, **record, "rev": checked.revision}
                            for record in self.events]
+                cut_unapplied_tail(journal, checked.revision - 1)
                 mark = append_lines(journal, records)
             for source, target in self.moves:
                 destination = self.folder / target

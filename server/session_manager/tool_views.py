@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from session_manager.formatting import alert_line, alert_lines, when
 from session_manager.results import SessionDetail, StageDecision, StageResult, Status
 
 
@@ -52,7 +53,7 @@ class SessionView(View):
             tasks_pending=[f"#{t.id} {t.title}" for t in progress.tasks_pending],
             tasks_done=len(progress.tasks_completed),
             blockers=[f"#{b.id} {b.text}" for b in progress.blockers],
-            alerts=[f"{a.severity} {a.kind}: {a.message}" for a in state.alerts],
+            alerts=alert_lines(state.alerts),
             minutes_left=(round(detail.estimate_remaining_seconds / 60, 1)
                           if detail.estimate_remaining_seconds is not None else None),
             summary=state.summary,
@@ -83,7 +84,7 @@ class StageOutcome(StageDecision, View):
     @classmethod
     def of(cls, result: StageResult) -> StageOutcome:
         return cls(**result.model_dump(exclude={"alerts"}),
-                   alerts=[f"{a.severity} {a.kind}: {a.message}" for a in result.alerts])
+                   alerts=alert_lines(result.alerts))
 
 
 class ReportView(View):
@@ -129,18 +130,17 @@ class ReportView(View):
             gate_failures=[f"{g.stage}: {g.failures} in {g.sessions} session(s)" for g in report.gate_failures],
             recurring_errors=[f"{e.pattern} x{e.count} in {e.sessions} session(s) ({', '.join(e.stages)})"
                               for e in report.recurring_errors],
-            alerts=[f"{a.session_id} {a.severity} {a.kind}: {a.message}" for a in report.alerts],
+            alerts=[alert_line(a, a.session_id) for a in report.alerts],
             trend=[f"{d.day}: {d.sessions} run, {d.finished} done, ${d.cost_usd:.2f}"
                    + (f", q {d.quality:.2f}" if d.quality is not None else "") for d in report.trend],
         )
 
 
 def _day(value: Any) -> str:
-    return str(value.astimezone().strftime("%Y-%m-%d %H:%M"))
+    return when(value)
 
 
-def _alert_lines(alerts: Any) -> list[str]:
-    return [f"{a.severity} {a.kind}: {a.message}" for a in alerts]
+_alert_lines = alert_lines
 
 
 class BackupView(View):
@@ -237,7 +237,7 @@ def backup_now(result: Any) -> BackupView:
 
 def backup_history(result: Any) -> BackupHistoryView:
     return BackupHistoryView(session_id=result.session_id, backups=[
-        f"{e.short} {e.time.strftime('%Y-%m-%dT%H:%M:%S%z')} {e.reason}" for e in result.entries])
+        f"{e.short} {when(e.time, seconds=True)} {e.reason}" for e in result.entries])
 
 
 def backup_restore(result: Any) -> RestoreView:

@@ -9,11 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from session_manager.formatting import alert_marked, duration, money, when
 from session_manager.model import DONE_STAGE, Alert, format_duration
 from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
-
-MARKS = {"warning": "!", "critical": "!!"}
-
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> str:
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
@@ -22,25 +20,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str 
     return "\n".join(indent + line for line in lines)
 
 
-def when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
-
-
-def money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.2f}"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes = int(round(seconds / 60))
-    if minutes < 60:
-        return f"{minutes}m"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
 def alerts_block(alerts: Sequence[Alert]) -> list[str]:
-    return [f"  {MARKS[a.severity]:2} {a.kind}: {a.message}" for a in alerts]
+    return ["  " + alert_marked(a) for a in alerts]
+
+
+# kept for the other views' imports: one formatting module decides how these read
+human_duration = duration
 
 
 def session_list(result: SessionList, empty: str = "no sessions") -> str:
@@ -64,10 +49,10 @@ def session_detail(detail: SessionDetail) -> str:
     if meta.topic:
         title += f"  · {meta.topic}"
     lines = [title]
-    line = f"started {when(state.started_at)} UTC · updated {when(state.last_updated)} UTC"
+    line = f"started {when(state.started_at)} · updated {when(state.last_updated)}"
     line += f" · progress {state.progress.percent:.0f}% ({done}/{len(state.stages)} stages)"
     if detail.estimate_remaining_seconds is not None and state.active:
-        line += f" · ~{human_duration(detail.estimate_remaining_seconds)} left"
+        line += f" · ~{duration(detail.estimate_remaining_seconds)} left"
     lines.append(line)
     budget = state.budget.usd
     spent = state.cost_tracking.total_cost
@@ -79,7 +64,7 @@ def session_detail(detail: SessionDetail) -> str:
         cost += f" · quality {state.quality_overall:.2f}"
     lines.append(cost)
     if state.ended_at:
-        lines.append(f"ended {when(state.ended_at)} UTC" + (f": {state.summary}" if state.summary else ""))
+        lines.append(f"ended {when(state.ended_at)}" + (f": {state.summary}" if state.summary else ""))
     lines.append("")
     rows = []
     for index, (name, stage) in enumerate(state.stages.items(), 1):
