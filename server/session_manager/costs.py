@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 
 from session_manager.config import ModelPrice, Prices
 from session_manager.errors import InvalidInput, NotFound
+from session_manager.events import Event
 from session_manager.model import Alert, SessionState, Tokens
 from session_manager.store import Transaction
 
@@ -252,7 +253,7 @@ def book(
     if warnings:
         event["warnings"] = warnings
     event.update(extra or {})
-    tx.event("cost_recorded", **event)
+    tx.event(Event.cost_recorded, **event)
     return Booked(usd=usd, computed=computed, priced_as=priced_as, warnings=warnings, entry=costs.entries)
 
 
@@ -300,11 +301,11 @@ def cost_entries(events: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]
     removed: set[int] = set()
     ordinal = 0
     for record in events:
-        if record.get("event") == "cost_recorded":
+        if record.get("event") == Event.cost_recorded:
             ordinal += 1
             entry = record.get("entry")
             found[entry if type(entry) is int else ordinal] = record
-        elif record.get("event") == "cost_removed" and type(record.get("entry")) is int:
+        elif record.get("event") == Event.cost_removed and type(record.get("entry")) is int:
             removed.add(record["entry"])
     return found, removed
 
@@ -362,7 +363,7 @@ def remove(tx: Transaction, entry: int, reason: str) -> CostRemoval:
             costs.api_calls[provider] = left
         else:
             costs.api_calls.pop(provider, None)
-    tx.event("cost_removed", entry=entry, usd=round(usd, 6), stage=stage, model=model, reason=reason)
+    tx.event(Event.cost_removed, entry=entry, usd=round(usd, 6), stage=stage, model=model, reason=reason)
     state = tx.state
     return CostRemoval(session_id=state.session_id, entry=entry, usd=round(usd, 6), stage=stage, model=model,
                        reason=reason, total_cost=costs.total_cost, budget_usd=state.budget.usd,

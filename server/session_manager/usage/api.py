@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from session_manager.events import Event
 from session_manager.model import Alert, Tokens
 from session_manager.usage.attribution import Attribution, stage_at
 from session_manager.usage.bookings import (
@@ -140,7 +141,7 @@ def attach(tx: Any, entries: dict[str, Entry], bookings: Bookings, rule: Attribu
     state, session = tx.state, tx.state.session_id
     warnings: list[str] = []
     events, _skipped = tx.store.read_events(session)
-    journalled = {e.get("batch") for e in events if e.get("event") == "cost_recorded" and e.get("batch")}
+    journalled = {e.get("batch") for e in events if e.get("event") == Event.cost_recorded and e.get("batch")}
     added = 0.0
     for batch, old_lines in bookings.batches.get(session, {}).items():
         if batch not in journalled:  # the ledger has it, the session does not (a crash between the two)
@@ -183,7 +184,7 @@ def attach(tx: Any, entries: dict[str, Entry], bookings: Bookings, rule: Attribu
                              "cache_read": m.cache_read_tokens, "usd": m.cost_usd} for m in result.models}},
         indent=2) + "\n")
     if added or lines:
-        tx.event("usage_attached", claude_sessions=result.claude_sessions, responses=result.responses,
+        tx.event(Event.usage_attached, claude_sessions=result.claude_sessions, responses=result.responses,
                  added_responses=len(lines), usd=result.usd, added_usd=result.added_usd, batch=batch)
     return result
 
