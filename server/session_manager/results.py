@@ -68,6 +68,21 @@ class StageDecision(BaseModel):
     session_status: str
     progress_percent: float
     total_cost: float
+    # stage_start only: what the agent starting this stage needs from before it (cross-phase context)
+    context: StageContext | None = None
+
+
+class StageContext(BaseModel):
+    """Seed 001's cross-phase state: the previous stage's outputs, gate feedback and notes."""
+
+    phase: str | None = None
+    previous_stage: str | None = None
+    previous_phase: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict, description="outputs handed over by earlier stages")
+    previous_score: float | None = None
+    feedback: list[str] = Field(default_factory=list, description="gate feedback: this stage's, and the previous stage's failed attempts")
+    notes: str | None = None
+    learnings: list[str] = Field(default_factory=list, description="learnings recorded during the previous stage")
 
 
 class StageResult(StageDecision):
