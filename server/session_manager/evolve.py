@@ -119,7 +119,7 @@ def propose(store: Store, config: Config, levels: list[str], root: Path) -> Evol
     diff = _diff(f".claude/{CONFIG_NAME}", old_toml, new_toml) if new_toml != old_toml else ""
     for path, old, new in template_changes(root, proposals):
         diff += _diff(str(path.relative_to(root)), old, new)
-    return Evolution(sessions_read=read, successful={lv: [s.session_id for s in v] for lv, v in states.items() if v},
+    return Evolution(sessions_read=read, successful={lv: sorted(s.session_id for s in v) for lv, v in states.items() if v},
                      proposals=proposals, diff=diff, damaged=damaged)
 
 
