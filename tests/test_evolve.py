@@ -120,3 +120,21 @@ def test_a_learning_cannot_inject_template_syntax(project: Path) -> None:
     detail = Service(project, actor="test").start(level="dev", tag="after")
     plan = (project / ".claude/level-1-dev/sessions" / detail.state.session_id / "plan.md").read_text()
     assert '- {{ cycler.__init__ }} {% raw %} "# heading' in plan
+
+
+def test_apply_is_undone_with_backup_restore(cli, project: Path) -> None:
+    (project / ".claude").mkdir(exist_ok=True)
+    (project / ".claude/session-manager.toml").write_text("# mine\nlock_timeout_seconds = 20\n")
+    run_dev_sessions(project, Clock())
+    applied = json.loads(cli("templates", "evolve", "--level", "dev", "--apply", "--json").out)
+    assert applied["undo"].startswith("session-manager backup restore --project-files --at ")
+    assert "budgets" in (project / ".claude/session-manager.toml").read_text()
+    undone = cli(*applied["undo"].split()[1:], "--json")
+    assert undone.code == 0, undone
+    result = json.loads(undone.out)
+    assert (project / ".claude/session-manager.toml").read_text() == "# mine\nlock_timeout_seconds = 20\n"
+    assert not (project / ".claude/templates/dev/plan.md.j2").exists()
+    assert "templates/dev/plan.md.j2" in result["deleted"] and "session-manager.toml" in result["restored"]
+    assert result["undo"]  # and the restore itself can be undone
+    redo = cli(*result["undo"].split()[1:])
+    assert redo.code == 0 and (project / ".claude/templates/dev/plan.md.j2").is_file()

@@ -598,6 +598,12 @@ class Service:
     def backup_restore(self, req: BackupRestoreRequest) -> RestoreResult:
         """Bring a session's files back as they were at backup `at` (default: the newest backup
         with a readable state), after backing up the present state so the restore can be undone."""
+        if req.project_files:  # the config and the template overrides (undoes `templates evolve --apply`)
+            from session_manager import restore
+
+            if req.session_id is not None:
+                raise InvalidInput("give a session id or --project-files, not both")
+            return restore.restore_project_files(self._trail(), req.at, self.actor)
         return self._trail().restore(req.session_id or self.resolve_id(None), req.at, self.actor)
 
     @operation
