@@ -295,8 +295,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "batch", "requests:BatchRequest",
         "Batches of production episodes, at most N members in progress at once: start, status, next, report, end.",
-        W, tool="batch", tool_summary="Batch of episodes, capped members in progress: action start (level,"
-        " episodes 2-8), status, next, report, end.",
+        W, tool="batch", tool_summary="Episode batches, capped members in progress: start (level, episodes 2-8), status,"
+        " next, report, end.",
         cli=(
             Cli("batch start", "level? episodes?", "Start a batch: batch start prod 2-8 [--topic T | --topics-file F]"
                 " [--max-concurrent N] [--budget USD]; one session per episode.", fixed={"action": "start"},

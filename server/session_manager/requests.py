@@ -309,17 +309,16 @@ START_ONLY = ("level", "episodes", "topic", "topics_file", "max_concurrent", "bu
 
 class BatchRequest(Request):
     action: Annotated[Literal["start", "status", "next", "report", "end"], Field(
-        description="start a batch; status, next member, report, or end it")] = "status"
-    batch_id: Annotated[BatchId | None, Field(description="omit for the active batch")] = None
+        description="default status")] = "status"
+    batch_id: Annotated[BatchId | None, Field(description="omit: the active one")] = None
     level: Annotated[LevelArg | None, Field(description="start: prod")] = None
     episodes: Annotated[str | None, Field(max_length=200, pattern=r"^[0-9, -]+$",
                                           description="start: episode numbers, e.g. 2-8 or 2,4,6")] = None
-    topic: Annotated[Title | None, Field(description="start: the topic of every member")] = None
-    topics_file: Annotated[str | None, Field(max_length=1000, description="start: one topic per line, per episode")] = None
-    max_concurrent: Annotated[int | None, Field(ge=1, le=1000, description="start: members in progress at once"
-                                                " (default [batch] max_concurrent, 5)")] = None
-    budget_usd: Annotated[Money | None, Field(description="start: the batch's budget, split evenly over members")] = None
-    force: Annotated[bool, Field(description="end: even with members still active")] = False
+    topic: Annotated[Title | None, Field(description="start: every member's")] = None
+    topics_file: Annotated[str | None, Field(max_length=1000, description="start: a topic per line")] = None
+    max_concurrent: Annotated[int | None, Field(ge=1, le=1000, description="start: the cap (default 5)")] = None
+    budget_usd: Annotated[Money | None, Field(description="start: split over members")] = None
+    force: Annotated[bool, Field(description="end: with members active")] = False
 
     @model_validator(mode="after")
     def _fits_action(self) -> BatchRequest:
