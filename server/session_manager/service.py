@@ -310,7 +310,8 @@ class Service:
             estimate = pipeline.estimate_remaining_seconds(state, self.config, self._durations(), self.clock())
         return SessionDetail(state=state, metadata=self.store.read_metadata(session_id),
                              estimate_remaining_seconds=estimate,
-                             folder=str(self.store.session_dir(session_id).relative_to(self.root)))
+                             folder=str(self.store.session_dir(session_id).relative_to(self.root)),
+                             phases=self._phases(state))
 
     @operation
     def list_sessions(self, req: ListRequest) -> SessionList:
@@ -826,6 +827,12 @@ class Service:
                                         + "; ".join(str(f) for f in report.get("feedback") or []))
         context.learnings = [n.text for n in state.progress.learnings if n.stage == previous]
         return context
+
+    def _phases(self, state: SessionState) -> list[Any]:
+        """Phase progress and cost (issue 17), when the level has phases configured."""
+        from session_manager import phases
+
+        return phases.progress(state, self.config) if self.config.phases.for_level(state.level) else []
 
     def _project_backup(self, reason: str) -> None:
         """A backup after a change that belongs to no one session (a batch, the config); a

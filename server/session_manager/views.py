@@ -91,6 +91,10 @@ def session_detail(detail: SessionDetail) -> str:
                      money(state.cost_tracking.cost_by_stage[name]) if name in state.cost_tracking.cost_by_stage else "",
                      note[:50]))
     lines.append(table(("#", "STAGE", "STATUS", "TRIES", "TIME", "QUALITY", "COST", "NOTE"), rows))
+    if detail.phases and any(p.status != "pending" for p in detail.phases):
+        lines.append("phases: " + " · ".join(f"{p.phase} {p.done}/{len(p.stages)}" + (f" {money(p.cost_usd)}"
+                                                                                  if p.cost_usd else "")
+                                             for p in detail.phases))
     progress = state.progress
     if progress.tasks_pending or progress.tasks_completed:
         lines += ["", f"Tasks ({len(progress.tasks_pending)} pending, {len(progress.tasks_completed)} done)"]
