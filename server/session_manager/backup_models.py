@@ -53,6 +53,7 @@ class BackupHistoryRequest(Request):
 class BackupRestoreRequest(Request):
     session_id: SessionId | None = None
     at: Revision | None = None
+    project_files: Annotated[bool, Field(description="the config and templates instead (needs at)")] = False
 
 
 class BackupPushRequest(Request):

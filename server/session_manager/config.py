@@ -159,6 +159,8 @@ class Config(Strict):
     backup: Backup = Field(default_factory=Backup)
     prices: Prices = Field(default_factory=Prices)
     lock_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    batch: BatchConfig = Field(default_factory=lambda: BatchConfig())
+    phases: PhaseMap = Field(default_factory=lambda: PhaseMap())
 
     def pipeline(self, level: str) -> list[StageDef]:
         return self.pipelines.for_level(level)
@@ -190,3 +192,46 @@ def load_config(claude_dir: Path) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+# -- batches and phases (issue 17) -------------------------------------------------------------
+class BatchConfig(Strict):
+    """`[batch]`: how many members of a batch may be in progress at once (seed 001: 5)."""
+
+    max_concurrent: Annotated[int, Field(ge=1, le=1000)] = 5
+
+
+PhaseStages = dict[Annotated[str, Field(pattern=STAGE_NAME_PATTERN)], list[str]]
+DEFAULT_PHASES: dict[str, dict[str, list[str]]] = {
+    "production": {
+        "research": ["01_deep_research", "02_questions", "03_synthesis"],
+        "quality": ["04_quality_claude", "05_quality_gemini", "06_feedback_synthesis"],
+        "polish": ["07_script_polish", "08_final_review"],
+        "audio": ["09_audio_synthesis"],
+    },
+}
+
+
+class PhaseMap(Strict):
+    """`[phases.<level>]`: phase name -> its stages, e.g. `research = ["01_deep_research", ...]`.
+    A level with no phases counts each stage as its own phase; a stage in no phase is "other"."""
+
+    dev: PhaseStages = Field(default_factory=dict)
+    production: PhaseStages = Field(default_factory=lambda: dict(DEFAULT_PHASES["production"]))
+    platform: PhaseStages = Field(default_factory=dict)
+    coded: PhaseStages = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_phase_per_stage(self) -> PhaseMap:
+        for level in ("dev", "production", "platform", "coded"):
+            seen: dict[str, str] = {}
+            for phase, stages in getattr(self, level).items():
+                for stage in stages:
+                    if stage in seen and seen[stage] != phase:
+                        raise ValueError(f"{level}: stage {stage!r} is in two phases ({seen[stage]}, {phase})")
+                    seen[stage] = phase
+        return self
+
+    def for_level(self, level: str) -> dict[str, list[str]]:
+        phases: dict[str, list[str]] = getattr(self, level)
+        return phases

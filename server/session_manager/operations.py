@@ -292,6 +292,35 @@ OPERATIONS: tuple[Operation, ...] = (
                                               metavar="FILE"),)),),
         view="report_views:dashboard_output", tool_view="tool_views:dashboard",
     ),
+    # -- batches and templates that learn (issue 17) ---------------------------------------
+    Operation(
+        "batch", "requests:BatchRequest",
+        "Batches of production episodes, at most N members in progress at once: start, status, next, report, end.",
+        W, tool="batch", tool_summary="Episode batches, capped members in progress: start (level, episodes 2-8), status,"
+        " next, report, end.",
+        cli=(
+            Cli("batch start", "level? episodes?", "Start a batch: batch start prod 2-8 [--topic T | --topics-file F]"
+                " [--max-concurrent N] [--budget USD]; one session per episode.", fixed={"action": "start"},
+                only=("level", "episodes", "topic", "topics_file", "max_concurrent", "budget_usd"),
+                flags={"budget_usd": "budget"}),
+            Cli("batch status", "batch_id?", "Each member of a batch: in progress, waiting, done.",
+                fixed={"action": "status"}, only=("batch_id",)),
+            Cli("batch next", "batch_id?", "Which member of a batch to run next, and why.", fixed={"action": "next"},
+                only=("batch_id",), view="views:batch_next"),
+            Cli("batch report", "batch_id?", "A batch's cost and time per member and in total, wall time against"
+                " the sum of member times, quality spread, gate failures by stage.", fixed={"action": "report"},
+                only=("batch_id",), view="views:batch_report"),
+            Cli("batch end", "batch_id?", "End a batch (--force: with members still active).",
+                fixed={"action": "end"}, only=("batch_id", "force")),
+        ),
+        view="views:batch_status", tool_view="tool_views:batch",
+    ),
+    Operation(
+        "templates_evolve", "requests:EvolveRequest",
+        "Propose, from this project's successful sessions, expected minutes per stage, budget targets, gate"
+        " thresholds and plan lessons, as a diff; --apply writes them (backed up first, journalled).", W,
+        cli=(Cli("templates evolve"),), view="views:evolution",
+    ),
     # -- commands that are surfaces of their own -------------------------------------------
     Operation(
         "serve", "requests:ServeRequest", "Run the MCP server over stdio (Claude Code starts it from .mcp.json).", R,

@@ -300,3 +300,44 @@ class CostRemoveRequest(Request):
     session_id: OptionalId = None
     entry: Annotated[int, Field(ge=1, le=10**9, description="the entry number `cost add` printed")]
     reason: Annotated[Title, Field(description="why it is taken back (journalled)")]
+
+
+# -- batches and templates that learn (issue 17) ---------------------------------------------------
+BatchId = Annotated[str, Field(max_length=60, pattern=r"^batch_\d{8}_[a-z0-9-]{1,40}(_\d{1,3})?$")]
+START_ONLY = ("level", "episodes", "topic", "topics_file", "max_concurrent", "budget_usd")
+
+
+class BatchRequest(Request):
+    action: Annotated[Literal["start", "status", "next", "report", "end"], Field(
+        description="default status")] = "status"
+    batch_id: Annotated[BatchId | None, Field(description="omit: the active one")] = None
+    level: Annotated[LevelArg | None, Field(description="start: prod")] = None
+    episodes: Annotated[str | None, Field(max_length=200, pattern=r"^[0-9, -]+$",
+                                          description="start: episode numbers, e.g. 2-8 or 2,4,6")] = None
+    topic: Annotated[Title | None, Field(description="start: every member's")] = None
+    topics_file: Annotated[str | None, Field(max_length=1000, description="start: a topic per line")] = None
+    max_concurrent: Annotated[int | None, Field(ge=1, le=1000, description="start: the cap (default 5)")] = None
+    budget_usd: Annotated[Money | None, Field(description="start: split over members")] = None
+    force: Annotated[bool, Field(description="end: with members active")] = False
+
+    @model_validator(mode="after")
+    def _fits_action(self) -> BatchRequest:
+        if self.action == "start":
+            if self.level is None or self.episodes is None:
+                raise ValueError("batch start needs a level and episodes, e.g. batch start prod 2-8")
+            if self.batch_id is not None:
+                raise ValueError("batch start makes a new batch: give no batch_id")
+            if self.topic is not None and self.topics_file is not None:
+                raise ValueError("give topic or topics_file, not both")
+        else:
+            given = [name for name in START_ONLY if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for action start")
+        if self.force and self.action != "end":
+            raise ValueError("force: only for action end")
+        return self
+
+
+class EvolveRequest(Request):
+    level: Annotated[LevelArg | None, Field(description="only this level; omit for every level with history")] = None
+    apply: Annotated[bool, Field(description="write the proposals (backed up first, journalled)")] = False

@@ -340,3 +340,62 @@ def _make_private_dirs(root: Path, relative_file: Path) -> None:
             fd = child
     finally:
         os.close(fd)
+
+
+# -- the project's own files (issue 17: undo `templates evolve --apply`) ---------------------------
+PROJECT_FILES = (".claude/session-manager.toml", ".claude/templates")
+
+
+def restore_project_files(trail: Trail, at: str | None, actor: str) -> RestoreResult:
+    """Bring `.claude/session-manager.toml` and `.claude/templates/` back as they were at backup
+    `at` (required), after backing up the present state (the undo). A template or config the
+    backup does not hold is deleted only when the safety backup holds it."""
+    if at is None:
+        raise InvalidInput("restoring the project files needs --at REVISION (`templates evolve --apply` prints it)")
+    for relative in PROJECT_FILES:
+        refuse_links(trail.root, relative)
+    repo = open_repo(trail.root, create=False)
+    if repo is None or repo.tip(trail.ref) is None:
+        raise NotFound("there are no backups yet (take one with `session-manager backup`)")
+    proc = repo.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{at}^{{commit}}", check=False)
+    if proc.returncode != 0:
+        raise NotFound(f"no backup revision {at!r}")
+    commit = proc.stdout.decode().strip()
+    if repo.run("merge-base", "--is-ancestor", commit, trail.ref, check=False).returncode != 0:
+        raise InvalidInput(f"revision {at!r} is not on the backup branch {trail.branch}")
+    claude = {name: entry for name, entry in files_at(repo, commit, ".claude").items()
+              if name == "session-manager.toml" or name.startswith("templates/")}
+    before = trail.backup("before restore")
+    tracked = files_at(repo, before.revision, ".claude") if before.revision else {}
+    blobs = read_blobs(repo, sorted({oid for _, oid in claude.values()}))
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
+    trash = Path(".claude", PRIVATE_DIR, TRASH, stamp, "project-files")
+    templates = {name[len("templates/"):]: entry for name, entry in claude.items() if name.startswith("templates/")}
+    writer = FolderWriter(trail.root, ".claude/templates", trash / "templates",
+                          {n[len("templates/"):]: e for n, e in tracked.items() if n.startswith("templates/")})
+    try:
+        restored, unchanged = writer.write(templates, blobs)
+        writer.remove_others(templates)
+    finally:
+        writer.close()
+    restored = [f"templates/{name}" for name in restored]
+    deleted = [f"templates/{name}" for name in writer.deleted]
+    config = trail.root / ".claude" / "session-manager.toml"
+    if "session-manager.toml" in claude:
+        top = FolderWriter(trail.root, ".claude", trash, tracked)
+        try:
+            done, same = top.write({"session-manager.toml": claude["session-manager.toml"]}, blobs)
+        finally:
+            top.close()
+        restored += done
+        unchanged += same
+    elif "session-manager.toml" in tracked and config.is_file() and not config.is_symlink():
+        config.unlink()
+        deleted.append("session-manager.toml")
+    trail.backup("project files restored")
+    when = datetime.fromisoformat(repo.out("show", "-s", "--format=%cI", commit))
+    undo = f"session-manager backup restore --project-files --at {before.revision[:12]}" if before.revision else None
+    return RestoreResult(session_id="project files", revision=commit, short=commit[:12], time=when,
+                         restored=sorted(restored), deleted=sorted(deleted), moved=sorted(writer.moved),
+                         moved_to=trash.as_posix() if writer.moved else None, unchanged=unchanged,
+                         backup_before=before, undo=undo)

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from session_manager.model import Alert, Metadata, SessionState, Timestamp
+from session_manager.phases import PhaseProgress
 
 
 class SessionSummary(BaseModel):
@@ -51,6 +52,20 @@ class SessionDetail(BaseModel):
     metadata: Metadata
     estimate_remaining_seconds: float | None = None
     folder: str
+    phases: list[PhaseProgress] = Field(default_factory=list, description="stages grouped by phase: done, cost")
+
+
+class StageContext(BaseModel):
+    """Seed 001's cross-phase state: the previous stage's outputs, gate feedback and notes."""
+
+    phase: str | None = None
+    previous_stage: str | None = None
+    previous_phase: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict, description="outputs handed over by earlier stages")
+    previous_score: float | None = None
+    feedback: list[str] = Field(default_factory=list, description="gate feedback: this stage's, and the previous stage's failed attempts")
+    notes: str | None = None
+    learnings: list[str] = Field(default_factory=list, description="learnings recorded during the previous stage")
 
 
 class StageDecision(BaseModel):
@@ -68,6 +83,8 @@ class StageDecision(BaseModel):
     session_status: str
     progress_percent: float
     total_cost: float
+    # stage_start only: what the agent starting this stage needs from before it (cross-phase context)
+    context: StageContext | None = None
 
 
 class StageResult(StageDecision):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from pydantic import BaseModel, ValidationError
 
 from session_manager import pipeline
-from session_manager.config import Config, load_config
+from session_manager.config import CONFIG_NAME, Config, load_config
 from session_manager.errors import (
     CorruptState,
     InvalidInput,
@@ -68,7 +68,16 @@ from session_manager.requests import (
     UsageBindRequest,
     UsageRequest,
 )
-from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
+from session_manager.requests import BatchRequest, EvolveRequest
+from session_manager.results import (
+    Journal,
+    SessionDetail,
+    SessionList,
+    SessionSummary,
+    StageContext,
+    StageResult,
+    Status,
+)
 from session_manager.store import EVENTS_FILE, METADATA_FILE, STATE_FILE, Store, Transaction, atomic_write, find_root
 
 if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off the hot path
@@ -89,6 +98,8 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
     from session_manager.reports import Report
     from session_manager.usage import BindResult as UsageBindResult  # noqa: F401
     from session_manager.usage import UsageAttachResult, UsageReport
+    from session_manager.batch import BatchNext, BatchReport, BatchStatus
+    from session_manager.evolve import Evolution
 
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res")
@@ -299,7 +310,8 @@ class Service:
             estimate = pipeline.estimate_remaining_seconds(state, self.config, self._durations(), self.clock())
         return SessionDetail(state=state, metadata=self.store.read_metadata(session_id),
                              estimate_remaining_seconds=estimate,
-                             folder=str(self.store.session_dir(session_id).relative_to(self.root)))
+                             folder=str(self.store.session_dir(session_id).relative_to(self.root)),
+                             phases=self._phases(state))
 
     @operation
     def list_sessions(self, req: ListRequest) -> SessionList:
@@ -413,12 +425,16 @@ class Service:
     # -- pipeline ---------------------------------------------------------------------
     @operation
     def stage_start(self, req: StageStartRequest) -> StageResult:
+        from session_manager import batch
+
         session_id = self.resolve_id(req.session_id)
-        with self._transaction(session_id) as tx:
+        with batch.admission(self, session_id), self._transaction(session_id) as tx:  # a batch's cap (issue 17)
             outcome = pipeline.start_stage(tx, self.config, req.stage)
             self._finish(tx)
         self._after_change(session_id, "stage start")
-        return self._stage_result(tx.state, outcome)
+        result = self._stage_result(tx.state, outcome)
+        result.context = self._stage_context(tx.state, outcome.stage)
+        return result
 
     @operation
     def stage_complete(self, req: StageCompleteRequest) -> StageResult:
@@ -583,6 +599,12 @@ class Service:
     def backup_restore(self, req: BackupRestoreRequest) -> RestoreResult:
         """Bring a session's files back as they were at backup `at` (default: the newest backup
         with a readable state), after backing up the present state so the restore can be undone."""
+        if req.project_files:  # the config and the template overrides (undoes `templates evolve --apply`)
+            from session_manager import restore
+
+            if req.session_id is not None:
+                raise InvalidInput("give a session id or --project-files, not both")
+            return restore.restore_project_files(self._trail(), req.at, self.actor)
         return self._trail().restore(req.session_id or self.resolve_id(None), req.at, self.actor)
 
     @operation
@@ -760,6 +782,194 @@ class Service:
         self._after_change(session_id, "cost removed")
         removal.total_cost, removal.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
         return removal
+
+    # -- batches, cross-phase context, templates that learn (issue 17) ---------------------------
+    def _stage_context(self, state: SessionState, stage: str | None) -> StageContext | None:
+        """What the agent starting `stage` needs from before it: the outputs handed over, the
+        previous stage's notes, score and failed gate attempts, this stage's own gate feedback
+        (a retry or a route-back), and the learnings recorded during the previous stage."""
+        from session_manager import phases
+        from session_manager.model import DONE_STAGE
+
+        if stage is None or stage not in state.stages:
+            return None
+        names = list(state.stages)
+        before = names[: names.index(stage)]
+        previous = next((n for n in reversed(before) if state.stages[n].status in DONE_STAGE), None)
+        own = state.stages[stage].feedback
+        context = StageContext(phase=phases.phase_of(self.config, state.level, stage),
+                               inputs=pipeline.handed_over(state, stage),
+                               feedback=[f"{stage}: {own}"] if own else [])
+        if previous is None:
+            return context
+        done = state.stages[previous]
+        context.previous_stage = previous
+        context.previous_phase = phases.phase_of(self.config, state.level, previous)
+        context.previous_score = done.overall_score
+        folder = self.store.session_dir(state.session_id)
+        try:
+            record = json.loads((folder / f"{previous}_complete.json").read_bytes())
+            context.notes = record.get("notes") if isinstance(record, dict) else None
+        except (OSError, ValueError):
+            pass
+        reports = folder / "quality_reports"
+        try:
+            attempts = sorted(reports.glob(f"{previous}_attempt*.json"), key=lambda p: p.stat().st_mtime)
+        except OSError:
+            attempts = []
+        for path in attempts[-5:]:
+            try:
+                report = json.loads(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if isinstance(report, dict) and report.get("passed") is False:
+                context.feedback.append(f"{previous} attempt {report.get('attempt')}: "
+                                        + "; ".join(str(f) for f in report.get("feedback") or []))
+        context.learnings = [n.text for n in state.progress.learnings if n.stage == previous]
+        return context
+
+    def _phases(self, state: SessionState) -> list[Any]:
+        """Phase progress and cost (issue 17), when the level has phases configured."""
+        from session_manager import phases
+
+        return phases.progress(state, self.config) if self.config.phases.for_level(state.level) else []
+
+    def _project_backup(self, reason: str) -> None:
+        """A backup after a change that belongs to no one session (a batch, the config); a
+        failure is a warning: the change is saved."""
+        from session_manager.errors import BackupError
+
+        if not self.config.backup.enabled:
+            return
+        if self.defer_backup is not None:
+            self.defer_backup(reason)
+            return
+        try:
+            self._trail().backup(reason)
+        except BackupError as exc:
+            self.warnings.append(f"saved; the backup failed ({exc})")
+
+    @operation
+    def batch(self, req: BatchRequest) -> BatchStatus | BatchNext | BatchReport:
+        """Batches of production episodes with a cap on members in progress: start, status,
+        next (which member to run), report, end."""
+        from session_manager import batch
+
+        batches = batch.Batches(self.store, self.config.lock_timeout_seconds)
+        if req.action == "start":
+            return self._batch_start(req, batches)
+        if req.action == "end":
+            return self._batch_end(req, batches)
+        chosen = batch.resolve(batches, req.batch_id)
+        if req.action == "next":
+            return batch.next_member(self, chosen)
+        if req.action == "report":
+            return batch.report(self, chosen)
+        return batch.status(self, chosen)
+
+    def _batch_start(self, req: BatchRequest, batches: Any) -> BatchStatus:
+        from session_manager import batch
+
+        assert req.level is not None and req.episodes is not None  # the request model requires them
+        if req.level.name != "production":
+            raise InvalidInput(f"a batch is of production episodes (batch start prod 2-8), not {req.level.name}")
+        episodes = batch.parse_episodes(req.episodes)
+        topics: list[str | None] = (list(batch.read_topics(req.topics_file, len(episodes), Path.cwd()))
+                                    if req.topics_file else [req.topic] * len(episodes))
+        config, now = self.config, self.clock()
+        member_budget = round(req.budget_usd / len(episodes), 4) if req.budget_usd is not None else None
+        made = batch.Batch(batch_id=f"batch_{now.astimezone():%Y%m%d_%H%M}", episodes=episodes,
+                           max_concurrent=req.max_concurrent or config.batch.max_concurrent,
+                           budget_usd=req.budget_usd, member_budget_usd=member_budget, created_at=now,
+                           created_by=self.actor)
+        batch_id = batches.create(made, self.actor)
+        deferred: list[str] = []
+        saved, self.defer_backup = self.defer_backup, deferred.append  # one backup for the whole batch
+        try:
+            for number, topic in zip(episodes, topics):
+                detail = self.start(level="production", number=number, topic=topic, budget_usd=member_budget)
+                session_id = detail.state.session_id
+                batches.add_to_index({session_id: batch_id})
+                with batches.lock(batch_id):
+                    current = batches.read(batch_id)
+                    current.members.append(batch.Member(session_id=session_id, episode_number=number, topic=topic,
+                                                        budget_usd=detail.state.budget.usd))
+                    batches.commit(current, self.actor, self.clock(),
+                                   [{"event": "member_added", "session_id": session_id, "episode_number": number}])
+        finally:
+            self.defer_backup = saved
+        self._project_backup("batch start")
+        return batch.status(self, batches.read(batch_id))
+
+    def _batch_end(self, req: BatchRequest, batches: Any) -> BatchStatus:
+        from session_manager import batch
+
+        chosen = batch.resolve(batches, req.batch_id, active_only=req.batch_id is None)
+        with batches.lock(chosen.batch_id):
+            current = batches.read(chosen.batch_id)
+            if current.status == "ended":
+                raise InvalidTransition(f"batch {current.batch_id} already ended; a batch ends once")
+            shown = batch.status(self, current)
+            active = shown.in_progress + shown.waiting
+            if active and not req.force:
+                raise InvalidTransition(
+                    f"batch {current.batch_id} has members still active: {', '.join(active)}; end them first,"
+                    " or end the batch anyway with --force (they go on alone, no longer held to the cap)")
+            current.status, current.ended_at = "ended", self.clock()
+            batches.commit(current, self.actor, current.ended_at, [{"event": "batch_ended", "still_active": active}])
+        self._project_backup("batch end")
+        return batch.status(self, batches.read(chosen.batch_id))
+
+    @operation
+    def templates_evolve(self, req: EvolveRequest) -> Evolution:
+        """Propose, from this project's successful sessions, expected minutes per stage, budget
+        targets, gate thresholds and plan lessons; with apply, write them (backed up first)."""
+        from session_manager import evolve
+
+        result = evolve.propose(self.store, self.config, evolve.levels_of(req.level.name if req.level else None),
+                                self.root)
+        if not req.apply or not result.diff:
+            return result
+        return self._evolve_apply(result)
+
+    def _evolve_apply(self, result: Evolution) -> Evolution:
+        from session_manager import evolve
+        from session_manager.errors import BackupError
+        from session_manager.store import append_lines, guard, undo_append
+
+        new_toml, old_toml = evolve.render_config(self.store.claude_dir, self.config, result.proposals)
+        templates = evolve.template_changes(self.root, result.proposals)
+        before = None
+        if self.config.backup.enabled:
+            try:
+                before = self._trail().backup("before evolve").revision
+            except BackupError as exc:
+                raise BackupError(f"nothing was written: the backup before applying failed ({exc})") from None
+        else:
+            self.warnings.append("the files were not backed up first: backups are disabled (backup.enabled = false)")
+        written = ([f".claude/{CONFIG_NAME}"] if new_toml != old_toml else []) + \
+            [str(path.relative_to(self.root)) for path, _, _ in templates]
+        journal = evolve.journal_path(self.store)
+        guard(journal.parent)
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        record = {"at": self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor, "event": "templates_evolved",
+                  "written": written, "backup_before": before,
+                  "proposals": [p.model_dump(mode="json", exclude={"evidence"}) for p in result.proposals]}
+        mark = append_lines(journal, [record])
+        try:
+            if new_toml != old_toml:
+                atomic_write(self.store.claude_dir / CONFIG_NAME, new_toml)
+            for path, _, text in templates:
+                guard(path.parent)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, text)
+        except BaseException:
+            undo_append(journal, *mark)
+            raise
+        self._config = None  # the next read sees the new file
+        self._project_backup("templates evolved")
+        undo = f"session-manager backup restore --project-files --at {before[:12]}" if before else None
+        return result.model_copy(update={"applied": True, "written": written, "backup_before": before, "undo": undo})
 
 def _user() -> str | None:
     try:

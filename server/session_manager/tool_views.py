@@ -293,3 +293,48 @@ def removal(result: Any) -> RemovalView:
 def bind(result: Any) -> BindView:
     return BindView(session_id=result.session_id, claude_session=result.claude_session, since=result.since,
                     recorded=result.recorded, previous_session=result.previous_session)
+
+
+# -- batches (issue 17) ---------------------------------------------------------------------------
+class BatchView(View):
+    """A batch: members as `id state stage pct $cost`; for next, the member and why; for report, figures."""
+
+    batch_id: str
+    status: str | None = None
+    max_concurrent: int | None = None
+    in_progress: list[str] | None = None
+    waiting: list[str] | None = None
+    done: list[str] | None = None
+    members: list[str] | None = None
+    session_id: str | None = None
+    stage: str | None = None
+    reason: str | None = None
+    total_cost: float | None = None
+    wall_minutes: float | None = None
+    member_minutes: float | None = None
+    quality: str | None = None
+    gate_failures: list[str] | None = None
+    cost_by_phase: list[str] | None = None
+
+
+def batch(result: Any) -> BatchView:
+    from session_manager.batch import BatchNext, BatchReport
+
+    if isinstance(result, BatchNext):
+        return BatchView(batch_id=result.batch_id, session_id=result.session_id, stage=result.stage,
+                         reason=result.reason)
+    if isinstance(result, BatchReport):
+        q = result.quality
+        return BatchView(
+            batch_id=result.batch_id, status=result.status, total_cost=result.total_cost,
+            wall_minutes=result.wall_minutes, member_minutes=result.member_minutes,
+            members=[f"{m.session_id} {m.status} ${m.cost_usd:.2f} {m.minutes or 0:.0f}m"
+                     + (f" q {m.quality:.2f}" if m.quality is not None else "") for m in result.members],
+            quality=(f"mean {q.mean:.2f} min {q.min:.2f} max {q.max:.2f}" if q.members else None),
+            gate_failures=[f"{k}: {v}" for k, v in result.gate_failures_by_stage.items()],
+            cost_by_phase=[f"{k}: ${v:.2f}" for k, v in result.cost_by_phase.items()])
+    return BatchView(
+        batch_id=result.batch_id, status=result.status, max_concurrent=result.max_concurrent,
+        in_progress=result.in_progress, waiting=result.waiting, done=result.done, total_cost=result.total_cost,
+        members=[f"{m.session_id} {m.state} {m.current_stage or '-'} {m.progress_percent:.0f}% ${m.cost_usd:.2f}"
+                 for m in result.members])

@@ -125,6 +125,13 @@ class Trail:
             (present if name in on_disk else missing).append(f".claude/{name}/sessions")
         for name in ("memory", "templates", "usage", CONFIG_NAME):
             (present if (claude / name).exists() else missing).append(f".claude/{name}")
+        # batches (issue 17): `.claude/level-2-production/batches/`, backed up like sessions
+        for level in LEVELS.values():
+            batches = f".claude/{level.dirname}/batches"
+            if (claude / level.dirname / "batches").is_dir():
+                present.append(batches)
+            elif level.needs_number:
+                missing.append(batches)
         return present, missing
 
     def _snapshot(self, repo: Repo, tip: Tip | None) -> tuple[str, list[str] | None]:

@@ -76,6 +76,10 @@ def session_detail(detail: SessionDetail) -> str:
                      money(state.cost_tracking.cost_by_stage[name]) if name in state.cost_tracking.cost_by_stage else "",
                      note[:50]))
     lines.append(table(("#", "STAGE", "STATUS", "TRIES", "TIME", "QUALITY", "COST", "NOTE"), rows))
+    if detail.phases and any(p.status != "pending" for p in detail.phases):
+        lines.append("phases: " + " · ".join(f"{p.phase} {p.done}/{len(p.stages)}" + (f" {money(p.cost_usd)}"
+                                                                                  if p.cost_usd else "")
+                                             for p in detail.phases))
     progress = state.progress
     if progress.tasks_pending or progress.tasks_completed:
         lines += ["", f"Tasks ({len(progress.tasks_pending)} pending, {len(progress.tasks_completed)} done)"]
@@ -194,3 +198,92 @@ def text(result: str) -> str:
 
 def template_copied(result: Any) -> str:
     return f"copied {result.source} to {result.path}: edit it there; it now wins over the shipped one"
+
+
+# -- batches and templates that learn (issue 17) -------------------------------------------------
+def batch_status(result: Any) -> str:
+    """A batch and its members; `batch start` and `batch end` answer with it too."""
+    from session_manager.batch import BatchNext, BatchReport
+
+    if isinstance(result, BatchReport):
+        return batch_report(result)
+    if isinstance(result, BatchNext):
+        return batch_next(result)
+    lines = [f"{result.batch_id}  {result.status}  episodes {_episodes(result.episodes)}  ·  {result.folder}",
+             f"in progress {len(result.in_progress)} of {result.max_concurrent} allowed · waiting"
+             f" {len(result.waiting)} · done {len(result.done)}" + (f" · failed/abandoned {len(result.ended)}"
+                                                                     if result.ended else "")
+             + f" · cost {money(result.total_cost)}" + (f" of {money(result.budget_usd)}" if result.budget_usd else ""),
+             ""]
+    rows = [(m.session_id, m.state, m.current_stage or "-", m.stage_status or "-", f"{m.progress_percent:.0f}%",
+             money(m.cost_usd), f"{m.quality:.2f}" if m.quality is not None else "", (m.topic or "")[:30])
+            for m in result.members]
+    lines.append(table(("MEMBER", "STATE", "STAGE", "STAGE STATUS", "DONE", "COST", "QUALITY", "TOPIC"), rows))
+    lines += [f"  !! {message}" for message in result.damaged]
+    return "\n".join(lines)
+
+
+def _episodes(numbers: Sequence[int]) -> str:
+    if numbers and list(numbers) == list(range(numbers[0], numbers[0] + len(numbers))):
+        return f"{numbers[0]}-{numbers[-1]}" if len(numbers) > 1 else str(numbers[0])
+    return ",".join(str(n) for n in numbers)
+
+
+def batch_next(result: Any) -> str:
+    head = f"{result.batch_id}: next {result.session_id}" if result.session_id else f"{result.batch_id}: nothing to start"
+    lines = [head + (f" ({result.stage})" if result.stage else ""), f"  {result.reason}"]
+    if result.command:
+        lines.append(f"  run: {result.command}")
+    return "\n".join(lines)
+
+
+def batch_report(result: Any) -> str:
+    rows = [(m.session_id, m.status, money(m.cost_usd), money(m.budget_usd), human_duration(_secs(m.minutes)),
+             human_duration(m.stage_minutes * 60), f"{m.quality:.2f}" if m.quality is not None else "",
+             m.gate_failures or "")
+            for m in result.members]
+    lines = [f"{result.batch_id}  {result.status}", "",
+             table(("MEMBER", "STATUS", "COST", "BUDGET", "TIME", "STAGE TIME", "QUALITY", "GATE FAILS"), rows), ""]
+    lines.append(f"total cost {money(result.total_cost)}" + (f" of {money(result.budget_usd)} budget"
+                                                            if result.budget_usd else ""))
+    wall = human_duration(_secs(result.wall_minutes))
+    lines.append(f"wall time {wall} against {human_duration(result.member_minutes * 60)} of member time"
+                 + (f" ({result.parallel_gain:.1f}x)" if result.parallel_gain else ""))
+    q = result.quality
+    if q.members:
+        lines.append(f"quality over {q.members} member(s): mean {q.mean:.2f}, {q.min:.2f}..{q.max:.2f}"
+                     f" (spread {q.spread:.2f}, stdev {q.stdev:.2f})")
+    if result.cost_by_phase:
+        lines.append("cost by phase: " + ", ".join(f"{k} {money(v)}" for k, v in result.cost_by_phase.items()))
+    if result.gate_failures_by_stage:
+        lines.append("gate failures: " + ", ".join(f"{k} {v}" for k, v in result.gate_failures_by_stage.items()))
+    lines += [f"  !! {message}" for message in result.damaged]
+    return "\n".join(lines)
+
+
+def _secs(minutes: float | None) -> float | None:
+    return None if minutes is None else minutes * 60
+
+
+def evolution(result: Any, options: dict[str, Any]) -> str:
+    """The proposals as a diff, then their evidence; `--json` prints `{"proposals": [...], ...}`."""
+    if options.get("json"):
+        return str(result.model_dump_json(indent=2))
+    if not result.proposals:
+        used = sum(len(v) for v in result.successful.values())
+        return (f"no proposals: {used} successful session(s) of {result.sessions_read} read"
+                " (a figure needs 3 successful runs; a lesson, a learning in 2 sessions)")
+    lines = [result.diff.rstrip("\n"), "", "Evidence"]
+    for p in result.proposals:
+        if p.kind == "lessons":
+            lines.append(f"  {p.key}: {len(p.proposed)} lesson(s), from learnings recorded in several sessions")
+            continue
+        detail = ", ".join(f"{k}={v}" for k, v in p.evidence.items() if k not in ("sessions", "minutes", "costs_usd"))
+        lines.append(f"  {p.key}: {p.current} -> {p.proposed} ({detail})")
+    if result.applied:
+        lines += ["", f"applied: wrote {', '.join(result.written)}"]
+        if result.undo:
+            lines.append(f"undo: {result.undo}")
+    else:
+        lines += ["", "nothing written; `session-manager templates evolve --apply` writes this"]
+    return "\n".join(lines)
