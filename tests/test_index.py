@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from session_manager import index as index_module
+from session_manager.levels import LEVELS
 from session_manager.service import Service
 
 STATE = "pipeline_status.json"
@@ -185,3 +186,33 @@ def test_status_edited_by_hand_is_corrected_by_a_full_listing(project: Path) -> 
     path.write_text(json.dumps(data))
     service.list_sessions()  # a full listing reads every state and puts the rows right
     assert _ids(service) == {session_id}
+
+
+def test_report_holds_only_the_window_of_a_long_history(project: Path) -> None:
+    """Memory follows the window, not the history: over 1,500 ended sessions of which a few are
+    in the last week, the report loads (cold and warm) only those and the active ones."""
+    from datetime import UTC, datetime, timedelta
+
+    from session_manager import reports
+
+    service = Service(project, actor="test")
+    _history(service, 1500)  # dated by their state: all started when the seed did
+    folder = service.store.level_dir(LEVELS["dev"])
+    old = (datetime.now(UTC) - timedelta(days=200)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent = sorted(p.name for p in folder.iterdir() if p.name.startswith("dev_"))[:7]
+    for path in folder.glob("dev_*/pipeline_status.json"):
+        if path.parent.name in recent:
+            continue
+        data = json.loads(path.read_text())
+        data["started_at"] = data["last_updated"] = data["ended_at"] = old
+        data["completed_at"] = None
+        path.write_text(json.dumps(data))
+    live = service.start(level="dev", tag="live").state.session_id
+    now = datetime.now(UTC)
+    since, until = reports.window("week", None, None, now)
+    for _ in ("cold", "warm"):
+        loaded, unreadable = reports.load_summaries(service.store, None, since.timestamp(), until.timestamp())
+        assert not unreadable
+        assert {s["id"] for s in loaded} == set(recent) | {live}
+    assert len(reports.load_summaries(service.store)[0]) == 1502  # without a window: everything
+    assert service.report(period="week").sessions.run == len(recent) + 1

@@ -708,7 +708,9 @@ class Service:
 
         now = self.clock()
         since, until = reports.window(req.period, req.since, req.until, now)
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
+        # only the window's sessions (and the active ones) are decoded and held: memory follows the window
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                                       since.timestamp(), until.timestamp())
         report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
                                self.config.alerts.cost_ratio, unreadable)
         return self._usage_figures(report, summaries)
@@ -719,8 +721,12 @@ class Service:
         dollars per episode, average quality, and the series the charts draw."""
         from session_manager import dashboard, reports
 
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
-        return dashboard.build(summaries, req.days, req.level.name if req.level else None, self.clock(),
+        from datetime import timedelta
+
+        now = self.clock()
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                                       (now - timedelta(days=req.days + 1)).timestamp())
+        return dashboard.build(summaries, req.days, req.level.name if req.level else None, now,
                                self.config.alerts.quality_min, unreadable)
 
 

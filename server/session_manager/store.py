@@ -461,6 +461,11 @@ class Store:
                                f" then restore the session with `session-manager backup restore {session_id}`")
         return folder
 
+    def guard_level(self, level: Level) -> None:
+        """Refuse a linked level or sessions folder (UnsafePath); FileNotFoundError when absent."""
+        if guard(self.level_dir(level)) is None:
+            raise FileNotFoundError(str(self.level_dir(level)))
+
     def private_dir(self, *parts: str) -> Path:
         folder = self.claude_dir.joinpath(PRIVATE_DIR, *parts)
         guard(folder)
