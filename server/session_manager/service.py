@@ -155,6 +155,9 @@ class Service:
         self.store = Store(self.root)
         # set by a long-running process (the MCP server) that takes trigger backups in its own thread
         self.defer_backup: Callable[[str], None] | None = None
+        # set by the MCP server: derived work after a commit (markdown, duration history, the backup
+        # request) runs after the answer, in its worker thread, outside the session lock
+        self.defer_after: Callable[[Callable[[], None]], None] | None = None
         # problems met after a change was committed ("saved; plan.md not updated: ..."): the change
         # stands, so the surfaces show these as warnings (exit 0, not isError) instead of errors
         self.warnings: list[str] = []
@@ -227,10 +230,22 @@ class Service:
     def _finish(self, tx: Transaction) -> None:
         pipeline.evaluate_alerts(tx, self.config, self._durations())
 
+    def _later(self, job: Callable[[], None]) -> None:
+        """Derived work after a commit: handed to the server's worker when there is one (the answer
+        does not wait for it), else run now."""
+        if self.defer_after is not None:
+            self.defer_after(job)
+        else:
+            job()
+
     def _after_change(self, session_id: str, trigger: str) -> None:
-        """Runs after every committed change, outside the session lock: refreshes the
-        rendered markdown and takes the backups the design asks for at this trigger
-        ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
+        """Runs after every committed change, outside the session lock (in the MCP server, after
+        the answer: see `defer_after`)."""
+        self._later(lambda: self._derive(session_id, trigger))
+
+    def _derive(self, session_id: str, trigger: str) -> None:
+        """Refreshes the rendered markdown and takes the backups the design asks for at this
+        trigger ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
         from session_manager import render
 
         problem = render.refresh(self, session_id, trigger)  # markdown first, so a backup holds it
@@ -468,7 +483,8 @@ class Service:
             self._finish(tx)
         stage = tx.state.stages[req.stage]
         if outcome.decision in ("advanced", "completed"):
-            self._remember_duration(tx.state.level, req.stage, stage.execution_seconds)
+            level, seconds = tx.state.level, stage.execution_seconds
+            self._later(lambda: self._remember_duration(level, req.stage, seconds))
         self._after_change(session_id, "stage complete")
         return self._stage_result(tx.state, outcome)
 
