@@ -38,7 +38,7 @@ server.run("stdio")
 """
 OURS_WITH_NOOP = """
 from session_manager.mcp_server import build_server
-server = build_server()
+server = build_server(after_answer=True)
 server.add_tool(lambda: "ok", name="noop", description="does nothing")
 server.run("stdio")
 """

@@ -169,7 +169,7 @@ def tool_error(message: str) -> CallToolResult:
 LEVEL = "dev, prod, platform or coded (or 1-4)"
 
 
-def build_server(root: Path | None = None, *, backups: bool = True) -> SessionServer:
+def build_server(root: Path | None = None, *, backups: bool = True, after_answer: bool | None = None) -> SessionServer:
     """The server for the project at `root` (found like git finds .git when not given).
     `backups=False` leaves out the background backup loop (tests of the tools alone)."""
     project = (root or find_root()).resolve()
@@ -178,13 +178,17 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
     backup_requests: queue.Queue[str] | None = queue.Queue() if backups else None
 
     worker = DerivedWork()
+    # derived work after the answer: opt-in (SESSION_MANAGER_AFTER_ANSWER=1) until the surfaces'
+    # tests wait for it; a call then returns before plan.md is re-rendered
+    defer = after_answer if after_answer is not None else os.environ.get("SESSION_MANAGER_AFTER_ANSWER") == "1"
     wake = BackupWake(backup_requests) if backup_requests is not None else None
 
     def service() -> Service:
         svc = Service(project, actor="mcp")
         if wake is not None:
             svc.defer_backup = wake
-        svc.defer_after = worker.submit
+        if defer:
+            svc.defer_after = worker.submit
         return svc
 
     @asynccontextmanager
@@ -338,8 +342,8 @@ class DerivedWork:
 
 class BackupWake:
     """Hands trigger backups to the backup thread without waking it on every call: a coalesced
-    trigger (a stage completion, a start) is passed on at most once per `COALESCE_WAKE` seconds
-    and never while a request is still queued; the interval round catches what was skipped."""
+    trigger (a stage completion, a start) is not passed on while a request is still queued (that
+    backup runs after this change, so it holds it)."""
 
     def __init__(self, requests: queue.Queue[str]) -> None:
         self.requests = requests
@@ -351,8 +355,8 @@ class BackupWake:
 
         with self.lock:
             now = time.monotonic()
-            if reason in COALESCED and (not self.requests.empty() or now - self.last < COALESCE_WAKE):
-                return
+            if reason in COALESCED and not self.requests.empty():
+                return  # the queued request's backup runs after this change: it holds it
             if reason in COALESCED:
                 self.last = now
             self.requests.put(reason)
