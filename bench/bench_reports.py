@@ -138,11 +138,12 @@ def main() -> None:
         started = time.perf_counter()
         make_sessions(root, args.sessions)
         print(f"generated {args.sessions} sessions in {time.perf_counter() - started:.1f} s under {root}")
-    cache = root / ".claude" / ".session-manager" / "report-cache.json"
+    cache = root / ".claude" / ".session-manager" / "report-cache.sqlite"
 
     cold = []
     for _ in range(args.runs):
-        cache.unlink(missing_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{cache}{suffix}").unlink(missing_ok=True)
         cold.append(run_child(root))
     warm = [run_child(root) for _ in range(args.runs)]
     cli = []

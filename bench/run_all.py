@@ -22,21 +22,26 @@ FULL = {
     "bench_backup.py": [],
     "bench_reports.py": [],
     "bench_usage.py": [],
+    "bench_scale.py": [],
 }
 QUICK = {
     "bench_cli.py": ["--runs", "2", "--sessions", "2"],
-    "bench_mcp.py": ["--rounds", "3", "--starts", "1", "--no-reference"],
+    "bench_mcp.py": ["--rounds", "3", "--starts", "1", "--no-reference", "--history", "20"],
     "bench_backup.py": ["--sessions", "200", "--rounds", "2"],
     "bench_reports.py": ["--sessions", "200", "--runs", "1"],
     "bench_usage.py": ["--lines", "2000", "--runs", "1", "--no-ccusage"],
+    "bench_scale.py": ["--sizes", "10", "50", "--runs", "1"],
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, no reference tools: a smoke run")
+    parser.add_argument("--full", action="store_true", help="also 50,000 sessions (bench_scale.py)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
+    if args.full:
+        plan = {**FULL, "bench_scale.py": ["--full"]}
     failed = []
     for script, extra in plan.items():
         print(f"\n== {script} {' '.join(extra)}", flush=True)

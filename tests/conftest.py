@@ -127,12 +127,15 @@ def cli_process(project: Path):
 
 def tree_snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder under `folder` with a hash of its bytes: equal snapshots mean
-    the tree is byte-for-byte unchanged."""
+    the tree is byte-for-byte unchanged. The session index (`.session-manager/index.sqlite*`)
+    is left out: it is derived, and sqlite checkpoints its write-ahead log when a reader closes."""
     if not folder.exists():
         return {}
     snapshot = {}
     for path in sorted(folder.rglob("*")):
         key = str(path.relative_to(folder))
+        if path.name.startswith("index.sqlite") and path.parent.name == ".session-manager":
+            continue
         snapshot[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return snapshot
 

@@ -183,9 +183,13 @@ def test_report_cache_is_used_and_never_believed_when_stale(built, tmp_path: Pat
     cache = root / ".claude/.session-manager" / CACHE_FILE
     assert cache.is_file()
     # a planted lie in the cache is believed only while the state file is unchanged
-    data = json.loads(cache.read_text())
-    data["sessions"][ids["A"]][1]["cost"] = 1000.0
-    cache.write_text(json.dumps(data))
+    import sqlite3
+
+    with sqlite3.connect(cache) as conn:
+        data = json.loads(conn.execute("SELECT data FROM summaries WHERE id = ?", (ids["A"],)).fetchone()[0])
+        data["cost"] = 1000.0
+        conn.execute("UPDATE summaries SET data = ? WHERE id = ?", (json.dumps(data).encode(), ids["A"]))
+    conn.close()
     assert service.report(period="week").cost.total_usd == pytest.approx(1006.0)
     service.record_cost(session_id=ids["A"], usd=0.25)  # rewrites A's state file: new inode, the entry is stale
     assert service.report(period="week").cost.total_usd == pytest.approx(9.25)

@@ -223,7 +223,7 @@ def test_wrong_shape_durations_cache_is_rebuilt(project: Path, service: Service,
                                    '{"version": 3, "sessions": {"dev_20261120_1200": [[1, 2, 3], {"id": 1}]}}'])
 def test_wrong_shape_report_cache_is_rebuilt(project: Path, service: Service, cache: str) -> None:
     service.start(level="dev")
-    (service.store.private_dir() / "report-cache.json").write_text(cache)
+    (service.store.private_dir() / "report-cache.sqlite").write_text(cache)  # not even a database
     assert service.report(period="week").sessions.run == 1
     assert service.dashboard().in_progress
     _count("isolation")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import queue
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -170,7 +172,7 @@ def tool_error(message: str) -> CallToolResult:
 LEVEL = "dev, prod, platform or coded (or 1-4)"
 
 
-def build_server(root: Path | None = None, *, backups: bool = True) -> SessionServer:
+def build_server(root: Path | None = None, *, backups: bool = True, after_answer: bool | None = None) -> SessionServer:
     """The server for the project at `root` (found like git finds .git when not given).
     `backups=False` leaves out the background backup loop (tests of the tools alone)."""
     project = (root or find_root()).resolve()
@@ -178,19 +180,31 @@ def build_server(root: Path | None = None, *, backups: bool = True) -> SessionSe
     # so a tool call never waits for git; without the loop they run inline
     backup_requests: queue.Queue[str] | None = queue.Queue() if backups else None
 
+    worker = DerivedWork()
+    # derived work after the answer: opt-in (SESSION_MANAGER_AFTER_ANSWER=1) until the surfaces'
+    # tests wait for it; a call then returns before plan.md is re-rendered
+    defer = after_answer if after_answer is not None else os.environ.get("SESSION_MANAGER_AFTER_ANSWER") == "1"
+    wake = BackupWake(backup_requests) if backup_requests is not None else None
+
     def service() -> Service:
         svc = Service(project, actor="mcp")
-        if backup_requests is not None:
-            svc.defer_backup = backup_requests.put
+        if wake is not None:
+            svc.defer_backup = wake
+        if defer:
+            svc.defer_after = worker.submit
         return svc
 
     @asynccontextmanager
     async def lifespan(_: MCPServer) -> AsyncIterator[dict[str, Any]]:
         stop = threading.Event()
         thread = _start_backup_loop(project, stop, backup_requests) if backup_requests is not None else None
+        worker.start()
         try:
             yield {"root": project}
         finally:
+            import anyio.to_thread
+
+            await anyio.to_thread.run_sync(worker.stop)  # the derived work still queued is done first
             stop.set()
             if thread is not None:
                 import anyio.to_thread
@@ -289,3 +303,66 @@ def _prompt(text: str) -> Callable[..., str]:
                            args_suffix=f" ({args})" if args else "")
 
     return render
+
+
+class DerivedWork:
+    """One worker thread for the derived work of the tool calls (markdown, duration history,
+    backup requests): a call answers once its change is committed; this runs after it, outside
+    the session lock. Without a running worker (no lifespan), the work runs in the call."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="session-manager-derived", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            job()
+            return
+        self.jobs.put(job)
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join(BACKUP_STOP_TIMEOUT)
+            self.thread = None
+
+    def _run(self) -> None:
+        import logging
+
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # a derived file failing must not end the worker
+                logging.getLogger("session_manager").exception("derived work failed")
+
+
+class BackupWake:
+    """Hands trigger backups to the backup thread without waking it on every call: a coalesced
+    trigger (a stage completion, a start) is not passed on while a request is still queued (that
+    backup runs after this change, so it holds it)."""
+
+    def __init__(self, requests: queue.Queue[str]) -> None:
+        self.requests = requests
+        self.last = -math.inf
+        self.lock = threading.Lock()
+
+    def __call__(self, reason: str) -> None:
+        from session_manager.backup_models import COALESCED
+
+        with self.lock:
+            now = time.monotonic()
+            if reason in COALESCED and not self.requests.empty():
+                return  # the queued request's backup runs after this change: it holds it
+            if reason in COALESCED:
+                self.last = now
+            self.requests.put(reason)
+
+
+COALESCE_WAKE = 2.0

@@ -1,10 +1,10 @@
 """Reports across sessions: counts and rates, quality, cost against budget, time, gate
 failures, recurring errors, bypasses and alerts, with per-day trends.
 
-Speed comes from a summary cache, `.claude/.session-manager/report-cache.json`: one compact
-summary per session, keyed by its `pipeline_status.json`'s mtime (ns), size and inode. Every
-run stats every state file and re-reads any whose key changed (an atomic write always makes a
-new inode), so a stale summary is never believed; the session files stay the truth.
+Speed comes from a summary cache, `.claude/.session-manager/report-cache.sqlite` (see
+`SummaryCache`): one compact summary per session, keyed by its `pipeline_status.json`'s mtime
+(ns), size and inode, with the columns a window filters on, so only the sessions of the
+window are decoded and held in memory; the session files stay the truth.
 
 Definitions (also in docs/costs-and-reports.md):
 * a session is *in* a window when it started before the window ends and was last touched
@@ -51,8 +51,8 @@ except ImportError:  # pragma: no cover
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-CACHE_FILE = "report-cache.json"
-CACHE_VERSION = 3  # bump when the summary's shape changes: older caches are ignored
+CACHE_FILE = "report-cache.sqlite"
+CACHE_VERSION = 4  # bump when the summary's shape changes: older caches are ignored
 ERROR_TEXT_LIMIT = 300
 LIST_LIMIT = 50  # bypasses, alerts and error patterns listed in a report (counts cover them all)
 FAILED_STAGE = frozenset({"failed", "retrying", "escalated"})
@@ -150,69 +150,184 @@ def _topic(folder: Path) -> str | None:
     return topic if isinstance(topic, str) else None
 
 
-def load_summaries(store: Store, levels: Iterable[Level] | None = None) -> tuple[list[Summary], list[str]]:
-    """A summary of every session (of `levels`), and the ids whose state file is unreadable.
-    Summaries come from the cache when the state file's key is unchanged, else from the file."""
-    private = store.claude_dir / ".session-manager"
-    cache_path = private / CACHE_FILE
-    cached = _load_cache(cache_path)
-    fresh: dict[str, list[Any]] = {}
+def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: float | None = None,
+                   until: float | None = None) -> tuple[list[Summary], list[str]]:
+    """The summaries of the sessions (of `levels`) in the window [since, until) (see `in_window`),
+    plus every active one; all sessions when no window is given. Also the ids whose state file is
+    unreadable. Streams: a summary is decoded only when its session is in the window, so memory
+    follows the window, not the history (see `SummaryCache`)."""
+    wanted = list(levels) if levels else None
+    low = since if since is not None else -math.inf
+    high = until if until is not None else math.inf
     summaries: list[Summary] = []
     unreadable: list[str] = []
-    changed = False
-    wanted = list(levels) if levels else None
-    folders = {level.prefix: str(store.level_dir(level)) for level in LEVELS.values()}
-    for session_id in store.iter_ids(wanted):
-        folder = os.path.join(folders[session_id.split("_", 1)[0]], session_id)
-        try:
-            store.session_dir(session_id)  # a linked or stray entry is damage, never followed
-            st = os.lstat(os.path.join(folder, STATE_FILE))
-        except (OSError, SessionError):
-            unreadable.append(session_id)
-            continue
-        key = [st.st_mtime_ns, st.st_size, st.st_ino]
-        hit = cached.get(session_id)
-        if hit is not None and hit[0] == key and stat.S_ISREG(st.st_mode):
-            summary = hit[1]
-        else:
+    with SummaryCache(store) as cache:
+        known = cache.keys()
+        fetch: list[str] = []
+        present: set[str] = set()
+        for level in wanted or list(LEVELS.values()):
+            folder = store.level_dir(level)
             try:
-                summary = _read_summary(store, session_id, os.path.join(folder, STATE_FILE), folder)
-            except SessionError:
-                unreadable.append(session_id)
+                store.guard_level(level)  # a linked level or sessions folder is damage, never followed
+                names = os.listdir(folder)
+            except FileNotFoundError:
                 continue
-            changed = True
-        fresh[session_id] = [key, summary]
-        summaries.append(summary)
-    if wanted is not None:  # keep the other levels' entries
-        for session_id, value in cached.items():
-            if session_id not in fresh and level_of(session_id) not in wanted:
-                fresh[session_id] = value
-    if changed or len(fresh) != len(cached):
-        try:
-            private.mkdir(parents=True, exist_ok=True)
-            atomic_write(cache_path, _dumps({"version": CACHE_VERSION, "sessions": fresh}), durable=False)
-        except OSError:
-            pass  # a read-only project still gets its report, just without the cache
+            except (OSError, SessionError):
+                continue
+            for session_id in _session_ids(names):
+                present.add(session_id)
+                path = os.path.join(folder, session_id, STATE_FILE)
+                try:
+                    if not stat.S_ISDIR(os.lstat(os.path.join(folder, session_id)).st_mode):
+                        raise OSError("not a folder")
+                    st = os.lstat(path)
+                    if not stat.S_ISREG(st.st_mode):
+                        raise OSError("not a regular file")
+                except OSError:
+                    unreadable.append(session_id)
+                    continue
+                key = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
+                hit = known.get(session_id)
+                if hit is not None and hit[0] == key:
+                    if hit[3] or (hit[1] < high and hit[2] >= low):
+                        fetch.append(session_id)
+                    continue
+                try:
+                    summary = _read_summary(store, session_id, path, os.path.join(folder, session_id))
+                except SessionError:
+                    unreadable.append(session_id)
+                    continue
+                cache.put(session_id, key, summary)
+                if summary["status"] in ACTIVE_STATUSES or (summary["started"] < high and _last_touch(summary) >= low):
+                    summaries.append(summary)
+        summaries += cache.fetch(fetch)
+        cache.drop([session_id for session_id in known if session_id not in present
+                    and (wanted is None or level_of(session_id) in wanted)])
     return summaries, unreadable
 
 
-def _load_cache(path: Path) -> dict[str, list[Any]]:
-    """The cached summaries, {id: [key, summary]}; a cache that does not parse, or any entry of
-    the wrong shape, is dropped (and rebuilt from the state files), never trusted."""
-    try:
-        cache = _loads(read_bytes(path))
-    except (OSError, ValueError, RecursionError, SessionError):
-        return {}
-    if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION:
-        return {}
-    sessions = cache.get("sessions")
-    if not isinstance(sessions, dict):
-        return {}
-    return {
-        session_id: value for session_id, value in sessions.items()
-        if isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
-        and isinstance(value[1], dict) and _summary_shaped(value[1])
-    }
+ACTIVE_STATUSES = frozenset({"initialized", "in_progress", "failed"})
+CACHE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS summaries(id TEXT PRIMARY KEY, key TEXT NOT NULL, started REAL NOT NULL,
+    touched REAL NOT NULL, active INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _session_ids(names: list[str]) -> list[str]:
+    from session_manager.levels import looks_like_session_id
+
+    return [name for name in names if not name.startswith(".") and looks_like_session_id(name)]
+
+
+class SummaryCache:
+    """The summary cache, `.claude/.session-manager/report-cache.sqlite`: one compact row per
+    session (its summary as JSON, and the columns a window filters on), keyed by its
+    `pipeline_status.json`'s mtime (ns), size and inode. Every run stats every state file and
+    re-reads any whose key changed (an atomic write always makes a new inode), so a stale
+    summary is never believed. A cache that cannot be opened or read is thrown away and rebuilt;
+    a read-only project gets its report without one."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn: Any = None
+        self.writes: list[tuple[str, str, float, float, int, bytes]] = []
+
+    def __enter__(self) -> SummaryCache:
+        import sqlite3
+
+        try:
+            path = self.store.private_file(CACHE_FILE)
+        except (OSError, SessionError):
+            return self
+        for attempt in range(2):
+            try:
+                self.conn = sqlite3.connect(path, timeout=self.store.lock_timeout, isolation_level=None)
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=OFF")
+                self.conn.executescript(CACHE_SCHEMA)
+                version = self.conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
+                if version != (str(CACHE_VERSION),):
+                    self.conn.executescript("DELETE FROM summaries; INSERT OR REPLACE INTO meta"
+                                            f" VALUES ('version', '{CACHE_VERSION}');")
+                return self
+            except sqlite3.DatabaseError:
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 0:
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(f"{path}{suffix}").unlink(missing_ok=True)
+            except OSError:
+                self.conn = None
+                return self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self._flush()
+            self.conn.close()
+            self.conn = None
+
+    def _guarded(self, fn: Any, default: Any) -> Any:
+        import sqlite3
+
+        if self.conn is None:
+            return default
+        try:
+            return fn()
+        except sqlite3.Error:
+            self.conn.close()
+            self.conn = None
+            return default
+
+    def keys(self) -> dict[str, tuple[str, float, float, int]]:
+        """{id: (key, started, last touched, active)} of every cached summary."""
+        rows = self._guarded(lambda: self.conn.execute("SELECT id, key, started, touched, active FROM summaries")
+                             .fetchall(), [])
+        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+
+    def fetch(self, ids: list[str]) -> list[Summary]:
+        """The cached summaries of `ids` (any of the wrong shape is left out and forgotten)."""
+        found: list[Summary] = []
+        bad: list[str] = []
+        for offset in range(0, len(ids), 500):
+            chunk = ids[offset:offset + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._guarded(lambda: self.conn.execute(
+                f"SELECT id, data FROM summaries WHERE id IN ({marks})", chunk).fetchall(), [])
+            for session_id, data in rows:
+                try:
+                    summary = _loads(data)
+                except (ValueError, RecursionError):
+                    summary = None
+                if isinstance(summary, dict) and _summary_shaped(summary):
+                    found.append(summary)
+                else:
+                    bad.append(session_id)
+        self.drop(bad)
+        return found
+
+    def put(self, session_id: str, key: str, summary: Summary) -> None:
+        self.writes.append((session_id, key, summary["started"], _last_touch(summary),
+                            int(summary["status"] in ACTIVE_STATUSES), _dumps(summary)))
+        if len(self.writes) >= 500:
+            self._flush()
+
+    def drop(self, ids: list[str]) -> None:
+        if ids:
+            self._guarded(lambda: self.conn.executemany("DELETE FROM summaries WHERE id = ?",
+                                                        [(i,) for i in ids]), None)
+
+    def _flush(self) -> None:
+        writes, self.writes = self.writes, []
+        if writes:
+            def run() -> None:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?)", writes)
+                self.conn.execute("COMMIT")
+
+            self._guarded(run, None)
 
 
 _SUMMARY_KEYS = frozenset({"id", "level", "status", "started", "updated", "cost", "by_stage", "stages", "quality",

@@ -46,6 +46,7 @@ class Repo:
         self.private = git_dir / "session-manager"
         self.index = self.private / "index"
         self.index_tree = self.private / "index.tree"  # the tree the index held after the last backup
+        self.changes_mark = self.private / "changes-epoch"  # the session index's epoch our last backup consumed
         self.verified = self.private / "trail-verified"  # `branch tip` last checked (or written) as ours
         # Index format 4 compresses the paths: ~40% smaller for 40,000 session files.
         self.git = Git(root, git_dir=git_dir if separate else None, work_tree=root if separate else None,

@@ -30,6 +30,7 @@ from session_manager.errors import (
     TemplateError,
     describe_validation_error,
 )
+from session_manager.levels import LEVELS
 from session_manager.model import (
     Blocker,
     Budget,
@@ -166,6 +167,9 @@ class Service:
         self.store = Store(self.root)
         # set by a long-running process (the MCP server) that takes trigger backups in its own thread
         self.defer_backup: Callable[[str], None] | None = None
+        # set by the MCP server: derived work after a commit (markdown, duration history, the backup
+        # request) runs after the answer, in its worker thread, outside the session lock
+        self.defer_after: Callable[[Callable[[], None]], None] | None = None
         # problems met after a change was committed ("saved; plan.md not updated: ..."): the change
         # stands, so the surfaces show these as warnings (exit 0, not isError) instead of errors
         self.warnings: list[str] = []
@@ -179,16 +183,17 @@ class Service:
 
     # -- helpers ---------------------------------------------------------------------
     def resolve_id(self, session_id: str | None) -> str:
-        """The given id, or the active session touched most recently when none is given
-        (folder mtimes order the candidates, so only a few state files are read)."""
+        """The given id, or the active session touched most recently when none is given (from
+        the session index: only the active sessions' state files are read, see index.py)."""
         if session_id is not None:
             self.store.session_dir(session_id)
             return session_id
-        for candidate in self.store.ids_by_recent_change():
+        for candidate, state in self.store.active_states():
             # a damaged session touched last is most likely the one being worked on: say so
             # (CorruptState names it and the restore command) rather than pick another one
-            if self.store.read_state(candidate).active:
-                return candidate
+            if isinstance(state, CorruptState):
+                raise state
+            return candidate
         raise NotFound("no active session; start one with `session-manager start LEVEL`")
 
     def _transaction(self, session_id: str) -> Any:
@@ -237,15 +242,28 @@ class Service:
     def _finish(self, tx: Transaction) -> None:
         pipeline.evaluate_alerts(tx, self.config, self._durations())
 
+    def _later(self, job: Callable[[], None]) -> None:
+        """Derived work after a commit: handed to the server's worker when there is one (the answer
+        does not wait for it), else run now."""
+        if self.defer_after is not None:
+            self.defer_after(job)
+        else:
+            job()
+
     def _after_change(self, session_id: str, trigger: str) -> None:
-        """Runs after every committed change, outside the session lock: refreshes the
-        rendered markdown and takes the backups the design asks for at this trigger
-        ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
+        """Runs after every committed change, outside the session lock (in the MCP server, after
+        the answer: see `defer_after`)."""
+        self._later(lambda: self._derive(session_id, trigger))
+
+    def _derive(self, session_id: str, trigger: str) -> None:
+        """Refreshes the rendered markdown and takes the backups the design asks for at this
+        trigger ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
         from session_manager import render
 
         problem = render.refresh(self, session_id, trigger)  # markdown first, so a backup holds it
         if problem is not None:
             self.warnings.append(str(problem))
+        self.store.mark_changed(session_id)  # the markdown changed after the transaction's mark
         self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes a warning and an event
 
     def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
@@ -316,20 +334,22 @@ class Service:
     @operation
     def list_sessions(self, req: ListRequest) -> SessionList:
         self.config  # a malformed config is reported here too, not only when writing
+        if req.status == "active":
+            return self._list_active(req)
         levels = [req.level] if req.level else None
         summaries: list[SessionSummary] = []
         damaged: list[str] = []
+        seen: list[tuple[str, str, str]] = []
         for session_id in self.store.iter_ids(levels, req.since):
             try:
                 state = self.store.read_state(session_id)
             except CorruptState as exc:  # one damaged session must not hide the others
                 damaged.append(str(exc))
                 continue
+            seen.append((session_id, state.level, str(state.status)))
             if req.since and state.started_at < req.since:
                 continue
-            if req.status == "active" and not state.active:
-                continue
-            if req.status not in (None, "active") and state.status != req.status:
+            if req.status is not None and state.status != req.status:
                 continue
             try:
                 metadata = self.store.read_metadata(session_id)
@@ -339,7 +359,35 @@ class Service:
             summaries.append(SessionSummary.of(state, metadata))
             if req.limit and len(summaries) >= req.limit:
                 break
+        self.store.index.correct(seen)  # a full listing read every state: rows edited by hand are put right
         summaries.sort(key=lambda s: s.started_at, reverse=True)
+        return SessionList(sessions=summaries, damaged=damaged)
+
+    def _active(self, level: str | None = None) -> tuple[list[tuple[SessionState, Metadata]], list[str]]:
+        """The active sessions (of `level`) with their metadata, touched last first, read once
+        each through the index; and the damage met."""
+        found: list[tuple[SessionState, Metadata]] = []
+        damaged: list[str] = []
+        for session_id, state in self.store.active_states():
+            if isinstance(state, CorruptState):
+                if level is None or session_id.startswith(LEVELS[level].prefix + "_"):
+                    damaged.append(str(state))
+                continue
+            if level is not None and state.level != level:
+                continue
+            try:
+                found.append((state, self.store.read_metadata(session_id)))
+            except CorruptState as exc:
+                damaged.append(str(exc))
+        return found, damaged
+
+    def _list_active(self, req: ListRequest) -> SessionList:
+        found, damaged = self._active(req.level.name if req.level else None)
+        summaries = [SessionSummary.of(state, metadata) for state, metadata in found
+                     if not (req.since and state.started_at < req.since)]
+        summaries.sort(key=lambda s: s.started_at, reverse=True)
+        if req.limit:
+            summaries = summaries[:req.limit]
         return SessionList(sessions=summaries, damaged=damaged)
 
     @operation
@@ -348,14 +396,19 @@ class Service:
         The CLI, the MCP tool and the SessionStart hook all show this."""
         if req.session_id is not None:
             return Status(sessions=[self.show(session_id=req.session_id)], one=True)
-        listed = self.list_sessions(status="active")
-        details, damaged = [], list(listed.damaged)
-        for summary in listed.sessions:
-            try:
-                details.append(self.show(session_id=summary.session_id))
-            except CorruptState as exc:  # damaged between the listing and now
-                damaged.append(str(exc))
+        found, damaged = self._active()
+        found.sort(key=lambda pair: pair[0].started_at, reverse=True)
+        durations = self._durations() if found else {}
+        details = [self._detail(state, metadata, durations) for state, metadata in found]
         return Status(sessions=details, damaged=damaged, one=False)
+
+    def _detail(self, state: SessionState, metadata: Metadata, durations: dict[str, list[float]]) -> SessionDetail:
+        estimate = None
+        if state.active:
+            estimate = pipeline.estimate_remaining_seconds(state, self.config, durations, self.clock())
+        folder = self.store.level_dir(LEVELS[state.level]) / state.session_id
+        return SessionDetail(state=state, metadata=metadata, estimate_remaining_seconds=estimate,
+                             folder=str(folder.relative_to(self.root)))
 
     @operation
     def update(self, req: UpdateRequest) -> SessionDetail:
@@ -447,7 +500,8 @@ class Service:
             self._finish(tx)
         stage = tx.state.stages[req.stage]
         if outcome.decision in ("advanced", "completed"):
-            self._remember_duration(tx.state.level, req.stage, stage.execution_seconds)
+            level, seconds = tx.state.level, stage.execution_seconds
+            self._later(lambda: self._remember_duration(level, req.stage, seconds))
         self._after_change(session_id, "stage complete")
         return self._stage_result(tx.state, outcome)
 
@@ -693,7 +747,9 @@ class Service:
 
         now = self.clock()
         since, until = reports.window(req.period, req.since, req.until, now)
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
+        # only the window's sessions (and the active ones) are decoded and held: memory follows the window
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                                       since.timestamp(), until.timestamp())
         report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
                                self.config.alerts.cost_ratio, unreadable)
         return self._usage_figures(report, summaries)
@@ -704,8 +760,12 @@ class Service:
         dollars per episode, average quality, and the series the charts draw."""
         from session_manager import dashboard, reports
 
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
-        return dashboard.build(summaries, req.days, req.level.name if req.level else None, self.clock(),
+        from datetime import timedelta
+
+        now = self.clock()
+        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                                       (now - timedelta(days=req.days + 1)).timestamp())
+        return dashboard.build(summaries, req.days, req.level.name if req.level else None, now,
                                self.config.alerts.quality_min, unreadable)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -42,6 +42,9 @@ from session_manager.errors import (
 )
 from session_manager.levels import LEVELS, Level, check_session_id, level_of, looks_like_session_id
 from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, dump_json, utcnow
+
+if TYPE_CHECKING:
+    from session_manager.index import Index
 
 STATE_FILE = "pipeline_status.json"
 METADATA_FILE = "metadata.json"
@@ -341,6 +344,7 @@ class Transaction:
         self.now = now
         self.folder = store.session_dir(session_id)
         self.state = store.read_state(session_id)
+        self.initial_status = self.state.status
         self.events: list[dict[str, Any]] = []
         self.files: dict[str, str] = {}
         self.moves: list[tuple[str, str]] = []
@@ -377,12 +381,17 @@ class Transaction:
         text = dump_json(checked)
         journal = self.folder / EVENTS_FILE
         mark: tuple[int, int] | None = None
+        level = checked.level
+        token: str | None = None
         try:
             if self.events:
                 records = [{"session_id": self.session_id, **record, "rev": checked.revision}
                            for record in self.events]
                 cut_unapplied_tail(journal, checked.revision - 1)
                 mark = append_lines(journal, records)
+            # the index learns of the change before it lands (see index.py): a crash from here on
+            # leaves a pending row that readers settle from the state file
+            token = self.store.index.mark(self.session_id, level, checked.status != self.initial_status)
             for source, target in self.moves:
                 destination = self.folder / target
                 guard(destination.parent)
@@ -408,6 +417,8 @@ class Transaction:
             raise
         for folder in folders:  # one folder sync per transaction, not one per file
             _fsync_dir(folder)
+        if token is not None:
+            self.store.index.settle(self.session_id, level, str(checked.status))
 
 
 class Journal:
@@ -425,6 +436,17 @@ class Store:
         self.root = root
         self.claude_dir = root / ".claude"
         self.lock_timeout = lock_timeout
+        self._index: Index | None = None
+
+    @property
+    def index(self) -> Index:
+        """The derived index of sessions (active ones, touched last, changed since the last backup)."""
+        if self._index is None:
+            from session_manager.index import Index
+
+            self._index = Index(self)
+        self._index.timeout = self.lock_timeout
+        return self._index
 
     # -- layout -----------------------------------------------------------------
     def level_dir(self, level: Level) -> Path:
@@ -440,6 +462,11 @@ class Store:
             raise CorruptState(f"{session_id}: {shown(folder)} is a file, not a session folder; move it away,"
                                f" then restore the session with `session-manager backup restore {session_id}`")
         return folder
+
+    def guard_level(self, level: Level) -> None:
+        """Refuse a linked level or sessions folder (UnsafePath); FileNotFoundError when absent."""
+        if guard(self.level_dir(level)) is None:
+            raise FileNotFoundError(str(self.level_dir(level)))
 
     def private_dir(self, *parts: str) -> Path:
         folder = self.claude_dir.joinpath(PRIVATE_DIR, *parts)
@@ -495,22 +522,30 @@ class Store:
             session_id = base if n == 1 else f"{base}_{n}"
             if os.path.lexists(parent / session_id):
                 continue
+            # the index hears of the new session before its folder appears (a pending row)
+            token = self.index.mark(session_id, level.name, True, creating=True)
             staging = parent / f".{session_id}.{secrets.token_hex(4)}.creating"
             staging.mkdir()
             try:
-                for name, text in build(session_id).items():
+                files = build(session_id)
+                for name, text in files.items():
                     atomic_write(staging / name, text, sync_dir=False)
                 _fsync_dir(staging)
                 os.rename(staging, parent / session_id)  # fails if another process won the id
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
+                if token is not None:
+                    self.index.forget(session_id, token)
                 if (parent / session_id).exists():
                     continue
                 raise
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
+                if token is not None:
+                    self.index.forget(session_id, token)
                 raise
             _fsync_dir(parent)
+            self.index.settle(session_id, level.name, _status_of(files.get(STATE_FILE)), record_dirs=True)
             # the lock file exists from birth, so a later refused operation changes nothing on disk
             os.close(open_fd(self.lock_path(session_id), os.O_WRONLY | os.O_CREAT))
             return session_id
@@ -611,8 +646,54 @@ class Store:
             tx.commit()
 
     def append_event(self, session_id: str, actor: str, name: str, **data: Any) -> None:
+        """A journal line outside a transaction (a failed backup, a restore). The index marks the
+        session changed and pending: a restore may have changed its status, the next reader checks."""
         record = {"session_id": session_id, "at": _iso(utcnow()), "actor": actor, "event": name, **data}
         append_line(self.session_dir(session_id) / EVENTS_FILE, record)
+        self.index.mark(session_id, level_of(session_id).name, True)
+
+    def mark_changed(self, session_id: str) -> None:
+        """Files of the session changed outside a transaction (rendered markdown): the next backup takes it."""
+        self.index.mark(session_id, level_of(session_id).name, False)
+
+    # -- the active sessions, from the index -------------------------------------------------
+    def active_states(self) -> Iterator[tuple[str, SessionState | CorruptState]]:
+        """The active sessions, the one touched last first, each with its state (or the
+        CorruptState naming its damage: a damaged session may be active). Reads the index and
+        the state files of its candidates only, never every session folder (see index.py);
+        rows found wrong are corrected on the way. Without a usable index (a read-only
+        project, say), every session is scanned as before."""
+        import sqlite3
+
+        if not self.claude_dir.is_dir():
+            return
+        try:
+            rows = self.index.candidates()
+        except (sqlite3.Error, OSError, UnsafePath):
+            rows = None
+        if rows is None:
+            for session_id in self.ids_by_recent_change():
+                try:
+                    state = self.read_state(session_id)
+                except CorruptState as exc:
+                    yield session_id, exc
+                    continue
+                if state.active:
+                    yield session_id, state
+            return
+        for session_id, token in rows:
+            try:
+                state = self.read_state(session_id)
+            except NotFound:
+                self.index.forget(session_id, token)
+                continue
+            except CorruptState as exc:
+                yield session_id, exc
+                continue
+            if token is not None or not state.active:
+                self.index.observed(session_id, str(state.status), token)
+            if state.active:
+                yield session_id, state
 
     # -- listing ------------------------------------------------------------------
     def iter_ids(self, levels: list[Level] | None = None, since: datetime | None = None) -> list[str]:
@@ -650,3 +731,12 @@ class Store:
                 continue
         stamped.sort(reverse=True)
         return [session_id for _, session_id in stamped]
+
+
+def _status_of(text: str | None) -> str:
+    """The status in a state file's text we just wrote ("?" when there is none)."""
+    try:
+        status = json.loads(text or "").get("status")
+    except (ValueError, AttributeError):
+        return "?"
+    return status if isinstance(status, str) else "?"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 from session_manager.backup_models import COALESCED, BackupEntry, BackupHistory, BackupResult, PushResult, check_remote
 from session_manager.config import CONFIG_NAME
 from session_manager.config import Backup as BackupConfig
-from session_manager.errors import BackupError, InvalidInput, NotFound
+from session_manager.errors import BackupError, InvalidInput, NotFound, SessionError
 from session_manager.git import has_credentials, last_line, redact
 from session_manager.levels import LEVELS, level_of, looks_like_session_id
 from session_manager.repository import TRAILER, Repo, Tip, check_branch, open_repo, remember_verified
@@ -82,16 +82,20 @@ class Trail:
                 if coalesce and 0 <= age < self.config.coalesce_seconds:
                     done.skipped = f"coalesced: the last backup is {age:.0f} s old"
                     return done
+            marks = self._changes_marked(repo, reason)
             try:
                 try:
-                    tree, changed = self._snapshot(repo, tip)
+                    tree, changed = self._snapshot(repo, tip, marks)
                 except BackupError:  # a stale index.lock left by a killed git, or a damaged index
                     self._reset_index(repo)
-                    tree, changed = self._snapshot(repo, tip)
+                    marks = None
+                    tree, changed = self._snapshot(repo, tip, None)
                 if tip is None and tree in EMPTY_TREES:
                     done.skipped = "nothing to back up yet"
                     return done
-                return self._commit(repo, tip, tree, changed, done)
+                result = self._commit(repo, tip, tree, changed, done)
+                self._changes_taken(repo, marks)
+                return result
             except BackupError:
                 self._reset_index(repo)  # it may no longer match the branch: rebuilt from it next time
                 raise
@@ -134,11 +138,47 @@ class Trail:
                 missing.append(batches)
         return present, missing
 
-    def _snapshot(self, repo: Repo, tip: Tip | None) -> tuple[str, list[str] | None]:
+    def _changes_marked(self, repo: Repo, reason: str) -> Changes | None:
+        """What the session index says changed since the last backup, when that can be trusted
+        for this backup; None means a full pass (see `Changes`)."""
+        import json
+        import sqlite3
+
+        try:
+            epoch, upto, ids = self.store.index.changed_since_backup()
+            recorded = json.loads(repo.changes_mark.read_text()) if repo.changes_mark.exists() else {}
+        except (sqlite3.Error, OSError, ValueError, SessionError):
+            return None
+        full = (reason in FULL_PASS_REASONS or not isinstance(recorded, dict) or recorded.get("epoch") != epoch
+                or not isinstance(recorded.get("full_at"), (int, float))
+                or not 0 <= time.time() - recorded["full_at"] < FULL_PASS_SECONDS)
+        return Changes(epoch, upto, None if full else ids, time.time() if full else recorded["full_at"])
+
+    def _changes_taken(self, repo: Repo, marks: Changes | None) -> None:
+        """The marked changes are in the branch now: consume them, and remember the epoch."""
+        import json
+
+        if marks is None:
+            return
+        self.store.index.consumed(marks.upto)
+        try:
+            atomic_write(repo.changes_mark, json.dumps({"epoch": marks.epoch, "full_at": marks.full_at}),
+                         durable=False)
+        except OSError:
+            pass
+
+    def _snapshot(self, repo: Repo, tip: Tip | None, marks: Changes | None = None) -> tuple[str, list[str] | None]:
         """`git add` the backed-up paths into the private index: its tree, and the changed paths
-        (None when the index was rebuilt and `add` could not tell them)."""
+        (None when the index was rebuilt and `add` could not tell them). With `marks` listing the
+        sessions changed since the last backup (and the private index still the tip's), only
+        their folders and the small shared paths are given to `add`: the cost follows the change."""
         seeded = self._seed_index(repo, tip)
         present, missing = self.paths()
+        if marks is not None and marks.ids is not None and not seeded:
+            folders = [self.folder(session_id) for session_id in sorted(set(marks.ids))]
+            if all((self.root / folder).is_dir() for folder in folders):
+                present = [path for path in present if not path.endswith("/sessions")] + folders
+                missing = [path for path in missing if not path.endswith("/sessions")]
         specs = [_pathspec(path) for path in present]
         if missing and tip:  # a path gone from disk goes to `add` only when the backup has it (else git refuses it)
             full = [repo.prefix + path for path in missing]
@@ -334,12 +374,34 @@ class Trail:
             repo.run("gc", "--auto", "--quiet", check=False, timeout=600)
 
 
+FULL_PASS_REASONS = frozenset({"manual", "before restore"})  # a user asking, or a restore: take every file
+FULL_PASS_SECONDS = 3600.0  # and at least once an hour: files edited by hand reach the branch
+
+
+class Changes:
+    """The session index's changes marked since the last backup: its `epoch` (new at every
+    rebuild of the index, which forgets the marks), the last mark taken (`upto`), the sessions
+    changed (None: take a full pass), and when the last full pass ran.
+
+    Trusted only when the recorded epoch is the index's (no rebuild since our last backup), the
+    private index is still the tip's tree, and the last full pass is under an hour old; the
+    `manual` and `before restore` backups always take a full pass."""
+
+    def __init__(self, epoch: str, upto: int, ids: list[str] | None, full_at: float) -> None:
+        self.epoch = epoch
+        self.upto = upto
+        self.ids = ids
+        self.full_at = full_at
+
+
 def _pathspec(path: str) -> str:
     """What `git add` takes from a backed-up path: its files, but no hidden name (the store's temp
     files `.*.tmp` and the `.*.creating/` folders of sessions being created). Globs, not
     `:(exclude)` pathspecs: git 2.39 adds nothing at all when an exclude is shorter than the path."""
     if path.endswith("/sessions"):
         return f":(glob){path}/[!.]*/**/[!.]*"
+    if "/sessions/" in path:  # one session's folder
+        return f":(glob){path}/**/[!.]*"
     if path.endswith(".toml"):
         return f":(literal){path}"
     return f":(glob){path}/**/[!.]*"

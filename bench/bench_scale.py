@@ -1,0 +1,105 @@
+"""Issue 14 in one run: do the hot paths cost the active sessions or the history?
+
+    .venv/bin/python bench/bench_scale.py [--sizes 100 10000] [--full] [--runs 5]
+
+For each size (ended sessions, plus 3 active): the SessionStart hook and `status` as cold
+processes, interleaved between sizes, with and without bytecode caches; `report month` time and
+peak memory (fresh process, warm cache); a backup with one session changed (in-process, a
+trigger backup) against `git status` on the same tree. `--full` adds 50,000 sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from history import make_project  # noqa: E402
+
+PY = sys.executable
+REPORT = """
+import resource, sys, time
+from pathlib import Path
+from session_manager.service import Service
+t = time.perf_counter()
+Service(Path(sys.argv[1])).report(period="month")
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def cold(argv: list[str], cwd: Path, env: dict[str, str], stdin: bytes = b"") -> float:
+    began = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=env, input=stdin, capture_output=True, check=True)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 10_000])
+    parser.add_argument("--full", action="store_true", help="add 50,000 sessions")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    sizes = args.sizes + ([50_000] if args.full else [])
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    os.environ.update({"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@localhost",
+                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@localhost"})
+    roots = {}
+    for size in sizes:
+        began = time.perf_counter()
+        roots[size] = base / f"p{size}"
+        make_project(roots[size], size)
+        print(f"built {size} ended sessions + 3 active in {time.perf_counter() - began:.1f} s", flush=True)
+    caches = base / "pycache"
+    modes = {"no bytecode cache": {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(base / "empty")},
+             "bytecode cache": {"PYTHONPYCACHEPREFIX": str(caches)}}
+    subprocess.run([PY, "-c", "import session_manager.service, session_manager.hooks, session_manager.cli"],
+                   env={**os.environ, **modes["bytecode cache"]}, check=True)
+    times: dict[tuple[str, str, int], list[float]] = {}
+    for _ in range(args.runs):  # interleaved: sizes and modes alternate inside every round
+        for mode, extra in modes.items():
+            env = {**os.environ, **extra}
+            env.pop("CLAUDE_PROJECT_DIR", None)
+            for size, root in roots.items():
+                times.setdefault(("hook session-start", mode, size), []).append(
+                    cold([PY, "-m", "session_manager", "hook", "session-start"], root, env, b"{}"))
+                times.setdefault(("status", mode, size), []).append(
+                    cold([PY, "-m", "session_manager", "status"], root, env))
+    print(f"\ncold processes, median of {args.runs} (target: 10,000 within 1.5x of 100; hook < 150 ms)")
+    for (what, mode, size), values in sorted(times.items()):
+        print(f"  {what:<20} {mode:<18} {size:>6} sessions {statistics.median(values) * 1000:7.0f} ms")
+    for size, root in roots.items():
+        runs = [subprocess.run([PY, "-c", REPORT, str(root)], capture_output=True, text=True, check=True).stdout.split()
+                for _ in range(2)]  # the first fills the summary cache
+        seconds, peak = float(runs[-1][0]), float(runs[-1][1])
+        print(f"report month over {size} sessions: {seconds:.3f} s, peak {peak:.0f} MB (cold {float(runs[0][0]):.3f} s,"
+              f" {float(runs[0][1]):.0f} MB; target < 1 s / 3 s, < 300 MB)")
+    from session_manager.service import Service
+
+    for size, root in roots.items():
+        subprocess.run(["git", "add", "-A", ".claude"], cwd=root, capture_output=True, check=True)
+        subprocess.run(["git", "commit", "-qm", "tracked"], cwd=root, capture_output=True, check=True)  # a fair git status
+        service = Service(root, actor="bench")
+        service.backup_now(reason="manual")
+        active = service.list_sessions(status="active").sessions[0].session_id
+        backup, status = [], []
+        for n in range(args.runs):
+            service.update(session_id=active, add_tasks=[f"bench {n}"])
+            began = time.perf_counter()
+            service.backup_now(reason="pre-compact")
+            backup.append(time.perf_counter() - began)
+            status.append(cold(["git", "status", "--porcelain", "--untracked-files=all"], root, dict(os.environ)))
+        b, g = statistics.median(backup) * 1000, statistics.median(status) * 1000
+        print(f"backup, one session changed, {size} sessions: {b:.0f} ms; git status {g:.0f} ms; {b / g:.2f}x"
+              " (target <= 2x)")
+    print(f"peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
