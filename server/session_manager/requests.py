@@ -275,7 +275,8 @@ class ServeRequest(Request):
 
 
 class HookRequest(Request):
-    event: Annotated[str | None, Field(max_length=64, description="session-start, stop, pre-compact or session-end"
+    event: Annotated[str | None, Field(max_length=64, description="session-start, user-prompt-submit, pre-tool-use,"
+                                       " stop, pre-compact, session-end, task-created or task-completed"
                                        " (default: hook_event_name from stdin)")] = None
 
 
@@ -298,3 +299,10 @@ class CostRemoveRequest(Request):
     session_id: OptionalId = None
     entry: Annotated[int, Field(ge=1, le=10**9, description="the entry number `cost add` printed")]
     reason: Annotated[Title, Field(description="why it is taken back (journalled)")]
+
+
+class SetupRequest(Request):
+    user: Annotated[bool, Field(description="for every project: ~/.claude instead of this project's .claude/")] = False
+    standalone: Annotated[bool, Field(description="without the plugin: also register the MCP server (.mcp.json)"
+                                                  " and the hooks (.claude/settings.json)")] = False
+    statusline: Annotated[bool, Field(description="also install the status line (statusLine in the settings)")] = False
