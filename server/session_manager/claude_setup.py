@@ -177,8 +177,9 @@ def statusline(settings_path: Path, shown: str, outcome: Outcome) -> None:
     settings = read_settings(settings_path, shown)
     command = f"{program()} statusline"
     current = settings.get("statusLine")
-    if isinstance(current, dict) and current.get("command") and "statusline" not in str(current.get("command")):
-        outcome.notes.append(f"kept your own statusLine in {shown} ({current.get('command')}); to use ours,"
+    theirs = str(current.get("command", "")) if isinstance(current, dict) else ""
+    if theirs and not ("session-manager" in theirs or "session_manager" in theirs):
+        outcome.notes.append(f"kept your own statusLine in {shown} ({theirs}); to use ours,"
                              f" set its command to `{command}`")
         return
     settings["statusLine"] = {"type": "command", "command": command, "padding": 0}

@@ -45,7 +45,8 @@ def line(payload: dict[str, Any]) -> str:
 
 
 def describe(root: Path, session_id: str, state: dict[str, Any]) -> list[str]:
-    stages = state.get("stages") if isinstance(state.get("stages"), dict) else {}
+    stages = state.get("stages")
+    stages = stages if isinstance(stages, dict) else {}
     remaining = [s for s in state.get("stages_remaining") or [] if isinstance(s, str)]
     total = len(stages) or 1
     stage = state.get("current_stage")
