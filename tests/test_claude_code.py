@@ -302,7 +302,8 @@ def bare_path(tmp_path: Path) -> str:
     """A PATH with python3 (the test's interpreter, which has the dependencies) and no session-manager."""
     folder = tmp_path / "bin"
     folder.mkdir(exist_ok=True)
-    (folder / "python3").symlink_to(sys.executable)
+    (folder / "python3").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')  # a symlink would lose the venv
+    (folder / "python3").chmod(0o755)
     return f"{folder}:/usr/bin:/bin"
 
 
