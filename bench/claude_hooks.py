@@ -59,7 +59,7 @@ def main() -> None:
         setup(root, opts.sessions)
         env = {**os.environ, "CLAUDE_PROJECT_DIR": str(root)}
         base = {"session_id": "bench-conversation", "cwd": str(root), "transcript_path": str(root / "t.jsonl")}
-        cases = {
+        cases: dict[str, tuple[list[str], dict[str, object] | str]] = {
             "bare python -c pass": ([sys.executable, "-c", "pass"], ""),
             "hook session-start": ([BIN, "hook", "session-start"], {"hook_event_name": "SessionStart"}),
             "hook stop (nothing changed)": ([BIN, "hook", "stop"], {"hook_event_name": "Stop"}),
