@@ -96,7 +96,8 @@ def test_hooks_with_no_stdin_exit_0(project: Path, service: Service, event: str)
 @pytest.mark.parametrize(("event", "stdin", "says"), [
     ("session-start", "{not json", "stdin is not the JSON Claude Code sends"),
     ("stop", "[1, 2]", "stdin is not a JSON object"),
-    ("bogus", "{}", "unknown hook event 'bogus'; use one of: session-start, stop, pre-compact, session-end"),
+    ("bogus", "{}", "unknown hook event 'bogus'; use one of: session-start, user-prompt-submit, pre-tool-use, stop,"
+                    " pre-compact, session-end, task-created, task-completed"),
 ])
 def test_hook_errors_exit_0_with_a_short_message(project: Path, service: Service, event, stdin, says) -> None:
     service.start(level="dev")
@@ -118,6 +119,28 @@ def backups(project: Path) -> list[str]:
     return git(project, "log", "--format=%s", "session-backups").splitlines()
 
 
+def wait_for_backup(project: Path, count: int, seconds: float = 30) -> list[str]:
+    """The backups once there are `count` of them (the autosave runs detached), or as they are
+    after `seconds`."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = backups(project)
+        if len(found) >= count:
+            return found
+        time.sleep(0.1)
+    return backups(project)
+
+
+def wait_for_stamp(project: Path, seconds: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (project / ".claude/.session-manager/autosave.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize(("event", "reason"), [("stop", "stop"), ("pre-compact", "pre-compact"),
                                                 ("session-end", "session end")])
 def test_autosave_hooks_make_a_backup_commit(project: Path, service: Service, event: str, reason: str) -> None:
@@ -129,7 +152,7 @@ def test_autosave_hooks_make_a_backup_commit(project: Path, service: Service, ev
     assert backups(project) == before
     code, out, err = hook(project, event, payload(event, project))
     assert (code, out, err) == (0, "", "")
-    after = backups(project)
+    after = wait_for_backup(project, len(before) + 1)  # taken by a detached process
     assert len(after) == len(before) + 1 and reason in after[0]
     shown = git(project, "show", "session-backups:" + f".claude/level-1-dev/sessions/{session_id}/pipeline_status.json")
     assert "not yet backed up" in shown
@@ -140,9 +163,12 @@ def test_stop_hook_with_nothing_changed_makes_no_commit(project: Path, service: 
     (project / ".claude/session-manager.toml").write_text("[backup]\ncoalesce_seconds = 0\n")
     service.start(level="dev")
     hook(project, "stop", payload("stop", project))
+    wait_for_stamp(project)
     before = backups(project)
+    stamp = (project / ".claude/.session-manager/autosave.json").read_text()
     assert hook(project, "stop", payload("stop", project)) == (0, "", "")
     assert backups(project) == before
+    assert (project / ".claude/.session-manager/autosave.json").read_text() == stamp  # no worker ran
 
 
 def test_attach_claude_session_refuses_a_malformed_id_and_writes_nothing(project: Path, service: Service) -> None:

@@ -1,3 +1,3 @@
-from session_manager.cli import main
+from session_manager.entry import main
 
 raise SystemExit(main())

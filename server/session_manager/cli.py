@@ -277,9 +277,27 @@ def command_name(argv: list[str]) -> str:
     return found[1].path if found else "(unknown command)"
 
 
+def fast_path(words: list[str]) -> int | None:
+    """`hook EVENT` and `statusline` run often (Claude Code calls them at every reply, tool call or
+    refresh): they skip the registry's parser and request models (pydantic) and run their
+    stdlib-first entry points directly. None for every other command line."""
+    if words[:1] == ["hook"] and len(words) <= 2 and not any(w.startswith("-") for w in words[1:]):
+        from session_manager import hooks
+
+        return hooks.main(words[1] if len(words) == 2 else None)
+    if words == ["statusline"]:
+        from session_manager import statusline
+
+        return statusline.main()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     try:
+        fast = fast_path(words)
+        if fast is not None:
+            return fast
         return dispatch(words)
     except SessionError as exc:
         # the same message the MCP tools return, word for word (field names as the tools name them)

@@ -1,5 +1,6 @@
 """Commands that are surfaces of their own rather than service operations: the MCP server,
-the Claude Code hooks and the foreground autosave. Declared in the registry like the rest."""
+the Claude Code hooks, the status line, the Claude Code set-up and the foreground autosave.
+Declared in the registry like the rest."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from session_manager.errors import InvalidInput
-from session_manager.requests import HookRequest, ServeRequest, WatchRequest
+from session_manager.requests import HookRequest, NoArguments, ServeRequest, SetupRequest, WatchRequest
 
 if TYPE_CHECKING:
     from session_manager.service import Service
@@ -63,3 +64,18 @@ def watch(request: WatchRequest) -> None:
     except KeyboardInterrupt:
         pass
     print("stopped", flush=True)
+
+
+def setup(request: SetupRequest) -> None:
+    from session_manager.claude_setup import setup as run_setup
+    from session_manager.textsafe import terminal_safe
+
+    outcome = run_setup(None, request.user, request.standalone, request.statusline)
+    for line in outcome.lines():
+        print(terminal_safe(line))
+
+
+def statusline(request: NoArguments) -> None:
+    from session_manager import statusline as status_line
+
+    status_line.main()

@@ -111,6 +111,9 @@ class Alerts(Strict):
     quality_min: Ratio = 0.85
     time_ratio: Annotated[float, Field(gt=0, le=1000)] = 1.2
     error_rate: Ratio = 0.10
+    # opt-in: the PreToolUse hook denies tool calls (reading stays allowed) once the session bound
+    # to the conversation has spent its budget
+    enforce_budget: bool = False
 
 
 class Budgets(Strict):

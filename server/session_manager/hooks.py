@@ -1,49 +1,76 @@
 """Claude Code hooks: `session-manager hook EVENT`, with the JSON Claude Code sends on stdin.
 
-* session-start: prints the active sessions' state (stage, progress, open tasks, blockers,
-  alerts) as additional context for the assistant, and, when exactly one session is active,
-  binds the Claude Code conversation to it from now (usage attributes its responses by that).
-* stop, pre-compact, session-end: autosave (a backup commit when something changed).
+| event | what it does | time |
+|---|---|---|
+| session-start | the active sessions as context (the conversation's own session first, under 10,000 characters); binds the conversation when exactly one session is active | the `Service` (~0.2 s) |
+| user-prompt-submit | one line of context when the conversation's session is at 80% of its budget | stdlib only |
+| pre-tool-use | with `[alerts] enforce_budget = true`: denies a tool call once the session has spent its budget (reading tools and session-manager's own stay allowed) | stdlib only |
+| stop, pre-compact, session-end | autosave: nothing when nothing changed since the last backup, else the backup in a detached process; returns at once | stdlib only |
+| task-created, task-completed | mirror Claude Code's task list into the bound session's tasks | the `Service` |
 
 A hook must never break a conversation: whatever goes wrong, it exits 0 and says so in one
-line (`systemMessage`, shown to the user). In a folder with no `.claude/` it does nothing.
-Only light modules are imported here (no mcp, no jinja), so a hook answers fast.
+line (`systemMessage`, shown to the user). In a folder with no `.claude/` it does nothing. The
+fast events import only the standard library (`quickhooks`); pydantic and our model load only
+for the events that need the `Service`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from session_manager import quickhooks
 from session_manager.errors import InvalidInput, SessionError
 
-MAX_SESSIONS = 5
+MAX_CONTEXT = 9_500  # Claude Code cuts additionalContext at 10,000 characters
 MAX_ITEMS = 10
 CLAUDE_SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 AUTOSAVE = {"stop": "stop", "precompact": "pre-compact", "sessionend": "session end"}
-EVENTS = "session-start, stop, pre-compact, session-end"
+EVENTS = ("session-start, user-prompt-submit, pre-tool-use, stop, pre-compact, session-end, task-created,"
+          " task-completed")
 
 
 def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
     """Handle one hook call; always returns 0."""
     name = re.sub(r"[-_\s]", "", event).lower()
     try:
-        payload = _payload(raw)
-        root = _project_root(payload)
+        try:
+            payload = quickhooks.payload_of(raw)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if name not in AUTOSAVE and name not in ("sessionstart", "pretooluse", "userpromptsubmit", "taskcreated",
+                                                  "taskcompleted"):
+            raise InvalidInput(f"unknown hook event {event!r}; use one of: {EVENTS}")
+        root = quickhooks.project_root(payload)
         if root is None:
             return 0
-        if name == "sessionstart":
+        if name in AUTOSAVE:
+            failed = quickhooks.autosave(root, AUTOSAVE[name])
+            if failed:
+                _emit(out, {"systemMessage": failed})
+        elif name == "pretooluse":
+            decision = quickhooks.pre_tool_use(root, payload)
+            if decision:
+                _emit(out, decision)
+        elif name == "userpromptsubmit":
+            warning = quickhooks.budget_warning(root, payload)
+            if warning:
+                _emit(out, {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": warning}})
+        elif name == "sessionstart":
             context = session_start(root, payload)
+            message = quickhooks.take_failure(root)
+            answer: dict[str, Any] = {}
             if context:
-                _emit(out, {"hookSpecificOutput": {"hookEventName": "SessionStart", "additionalContext": context}})
-        elif name in AUTOSAVE:
-            autosave(root, AUTOSAVE[name])
+                answer["hookSpecificOutput"] = {"hookEventName": "SessionStart", "additionalContext": context}
+            if message:
+                answer["systemMessage"] = message
+            if answer:
+                _emit(out, answer)
         else:
-            raise InvalidInput(f"unknown hook event {event!r}; use one of: {EVENTS}")
+            mirror_task(root, payload, completed=name == "taskcompleted")
     except SessionError as exc:
         _emit(out, {"systemMessage": f"session-manager {event} hook: {exc}"})
     except Exception as exc:  # our fault: a short line for the user, the traceback in a log
@@ -73,64 +100,51 @@ def _emit(out: TextIO, message: dict[str, Any]) -> None:
     out.flush()
 
 
-def _payload(raw: str) -> dict[str, Any]:
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"stdin is not the JSON Claude Code sends ({exc.msg})") from None
-    except ValueError as exc:
-        raise InvalidInput(f"stdin is not the JSON Claude Code sends ({exc})") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("stdin is not a JSON object")
-    return data
-
-
-def _project_root(payload: dict[str, Any]) -> Path | None:
-    """The project holding `.claude/` (CLAUDE_PROJECT_DIR, else upwards from the hook's cwd);
-    None when there is none: the hooks then have nothing to do."""
-    from session_manager.store import find_root
-
-    cwd = payload.get("cwd")
-    start = Path(cwd) if isinstance(cwd, str) and cwd and Path(cwd).is_dir() else None
-    if not os.environ.get("CLAUDE_PROJECT_DIR"):
-        try:
-            root = find_root(start)
-        except InvalidInput:  # the home folder: its .claude/ is Claude Code's, not a project
-            return None
-    else:
-        root = find_root(start)  # a CLAUDE_PROJECT_DIR that does not exist is said, in one line
-    return root if (root / ".claude").is_dir() else None
-
-
+# -- SessionStart ----------------------------------------------------------------------------------
 def session_start(root: Path, payload: dict[str, Any]) -> str:
+    """The context: the conversation's own session first, then the others most recently changed
+    first; per session its stage and progress, blockers, alerts, then open tasks; cut at
+    MAX_CONTEXT characters at a line, saying how much was left out."""
     from session_manager.service import Service
 
     service = Service(root, actor="hook")
-    active = service.list_sessions(status="active").sessions
-    if not active:
+    details = service.status(session_id=None).sessions
+    if not details:
         return ""
     claude_session = payload.get("session_id")
+    valid = isinstance(claude_session, str) and bool(CLAUDE_SESSION_PATTERN.match(claude_session))
     # a conversation is bound by the hook only when it cannot be mistaken: exactly one active session
-    if isinstance(claude_session, str) and CLAUDE_SESSION_PATTERN.match(claude_session) and len(active) == 1:
-        service.attach_claude_session(active[0].session_id, claude_session)
-    lines = [f"session-manager: {len(active)} active session(s). Record progress with the sessions MCP tools"
-             " (stage_start, stage_complete, record_failure, session_update, session_end)."]
-    for summary in active[:MAX_SESSIONS]:
-        lines += describe(service.show(session_id=summary.session_id))
-    if len(active) > MAX_SESSIONS:
-        lines.append(f"... and {len(active) - MAX_SESSIONS} more (session_status lists them all)")
+    if valid and len(details) == 1:
+        service.attach_claude_session(details[0].state.session_id, str(claude_session))
+    bound = quickhooks.bound_session(root, claude_session) if valid else None
+    first = bound[0] if bound else None
+    details.sort(key=lambda d: (d.state.session_id != first, -d.state.last_updated.timestamp()))
+    head = (f"session-manager: {len(details)} active session(s). Record progress with the sessions MCP tools"
+            " (stage_start, stage_complete, record_failure, session_update, session_end).")
+    if first:
+        head += f" This conversation works on {first}."
+    lines = [head]
+    size = len(head)
+    for index, detail in enumerate(details):
+        block = describe(detail)
+        for position, line in enumerate(block):
+            rest = len(details) - index - (1 if position else 0)
+            tail = f"... cut here ({rest} more session(s) or items); session_status gives them all"
+            if size + len(line) + 1 + len(tail) + 1 > MAX_CONTEXT:
+                lines.append(tail)
+                return "\n".join(lines)
+            lines.append(line)
+            size += len(line) + 1
     return "\n".join(lines)
 
 
 def describe(detail: Any) -> list[str]:
-    """A few compact lines about one session (`detail` is a `SessionDetail`)."""
+    """A few compact lines about one session (`detail` is a `SessionDetail`), the most important first."""
     state, meta = detail.state, detail.metadata
     done = len(state.stages) - len(state.stages_remaining)  # completed, bypassed or skipped, as `status` counts
     head = f"- {state.session_id} ({state.level}, {state.status})"
     if meta.topic:
-        head += f" \"{meta.topic}\""
+        head += f" \"{meta.topic[:120]}\""
     if state.current_stage:
         stage = state.stages.get(state.current_stage)
         head += f"; stage {state.current_stage}" + (f" ({stage.status})" if stage else "")
@@ -139,22 +153,38 @@ def describe(detail: Any) -> list[str]:
     if state.budget.usd:
         head += f" of ${state.budget.usd:.2f}"
     lines = [head]
-    for label, items in (("open tasks", [f"#{t.id} {t.title}" for t in state.progress.tasks_pending]),
-                         ("blockers", [f"#{b.id} {b.text}" for b in state.progress.blockers]),
-                         ("alerts", [f"{a.severity} {a.kind}: {a.message}" for a in state.alerts])):
+    for label, items in (("blockers", [f"#{b.id} {b.text}" for b in state.progress.blockers]),
+                         ("alerts", [f"{a.severity} {a.kind}: {a.message}" for a in state.alerts]),
+                         ("open tasks", [f"#{t.id} {t.title}" for t in state.progress.tasks_pending])):
         if items:
             more = f"; +{len(items) - MAX_ITEMS} more" if len(items) > MAX_ITEMS else ""
             lines.append(f"  {label}: " + "; ".join(item[:120] for item in items[:MAX_ITEMS]) + more)
     return lines
 
 
-def autosave(root: Path, reason: str) -> None:
-    """A backup commit of the session files when something changed since the last one."""
-    if not any((root / ".claude").glob("level-*/sessions")):
-        return  # no session was ever started here: nothing to save
+# -- TaskCreated / TaskCompleted ---------------------------------------------------------------------
+def mirror_task(root: Path, payload: dict[str, Any], completed: bool) -> None:
+    """Claude Code's own task list, mirrored into the tasks of the session bound to the
+    conversation (by the task's subject): a created task is added once; a completed one is
+    completed (added first when it was created before the binding). Unbound: nothing."""
+    subject = payload.get("task_subject")
+    if not isinstance(subject, str) or not subject.strip():
+        return
+    title = " ".join(subject.split())[:500]
+    found = quickhooks.bound_session(root, payload.get("session_id"))
+    if found is None or found[1].get("status") not in quickhooks.ACTIVE:
+        return
+    session_id, state = found
+    progress = state.get("progress") or {}
+    pending = {str(t.get("title")) for t in progress.get("tasks_pending", []) if isinstance(t, dict)}
+    done = {str(t.get("title")) for t in progress.get("tasks_completed", []) if isinstance(t, dict)}
     from session_manager.service import Service
 
-    Service(root, actor="hook").backup_now(reason=reason)
+    service = Service(root, actor="hook")
+    if title not in pending and (not completed or title not in done):
+        service.update(session_id=session_id, add_tasks=[title])
+    if completed and (title in pending or title not in done):
+        service.update(session_id=session_id, complete_tasks=[title])
 
 
 def main(event: str | None) -> int:

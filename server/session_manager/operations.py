@@ -333,6 +333,19 @@ OPERATIONS: tuple[Operation, ...] = (
         cli=(Cli("hook", "event?", json=False),), runs="commands:hook",
     ),
     Operation(
+        "setup", "requests:SetupRequest",
+        "Make `/session-manager ...` work in Claude Code: write the command file (this project, or --user);"
+        " --standalone also registers the server and hooks without the plugin; --statusline the status line."
+        " Idempotent; prints what it wrote and how to undo it.", W,
+        cli=(Cli("setup", json=False),), runs="commands:setup",
+    ),
+    Operation(
+        "statusline", "requests:NoArguments",
+        "One line for Claude Code's status line (its JSON on stdin): the session, stage, progress, cost against"
+        " budget, time left, the worst alert. Never fails.", R,
+        cli=(Cli("statusline", json=False),), runs="commands:statusline",
+    ),
+    Operation(
         "watch", "requests:WatchRequest",
         "Autosave in the foreground: a backup now and every S seconds when anything changed, one line per commit;"
         " Ctrl-C stops it.", W, cli=(Cli("watch", json=False),), runs="commands:watch",

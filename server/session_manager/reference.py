@@ -96,7 +96,13 @@ def _call(op: Operation, cli: Cli) -> str:
     return f"`{op.tool}({', '.join(args)})`"
 
 
-def slash_command() -> str:
+PLUGIN_SERVER = "mcp__plugin_session-manager_sessions"  # the server as the plugin starts it
+PROJECT_SERVER = "mcp__sessions"  # the server as `setup --standalone` registers it
+
+
+def slash_command(servers: tuple[str, ...] = (PLUGIN_SERVER,)) -> str:
+    """The slash command: the plugin's (`/session-manager:session-manager`) by default; `setup`
+    writes it with both servers for the short `/session-manager` of a project or user."""
     from session_manager.cli import words_of
 
     rows, verbs = [], []
@@ -113,14 +119,14 @@ def slash_command() -> str:
     return f"""---
 description: Track work sessions (start, status, stages, tasks, costs, reports, backups) with the session-manager tools
 argument-hint: {hint}
-allowed-tools: mcp__plugin_session-manager_sessions
+allowed-tools: {", ".join(servers)}
 ---
 {GENERATED}
 
 # Session manager
 
 Carry out the session-manager command `$ARGUMENTS` with the `sessions` MCP tools
-(`mcp__plugin_session-manager_sessions__*`). The verb is `$0`; the words after it are its arguments.
+({" or ".join(f"`{server}__*`" for server in servers)}). The verb is `$0`; the words after it are its arguments.
 Call the tools; never edit files under `.claude/level-*` by hand.
 
 Session ids look like `ep_005_20261121_0930`, `dev_20261121_0930`, `plan_...`, `code_...`. When a verb

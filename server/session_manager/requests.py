@@ -277,7 +277,8 @@ class ServeRequest(Request):
 
 
 class HookRequest(Request):
-    event: Annotated[str | None, Field(max_length=64, description="session-start, stop, pre-compact or session-end"
+    event: Annotated[str | None, Field(max_length=64, description="session-start, user-prompt-submit, pre-tool-use,"
+                                       " stop, pre-compact, session-end, task-created or task-completed"
                                        " (default: hook_event_name from stdin)")] = None
 
 
@@ -341,3 +342,10 @@ class BatchRequest(Request):
 class EvolveRequest(Request):
     level: Annotated[LevelArg | None, Field(description="only this level; omit for every level with history")] = None
     apply: Annotated[bool, Field(description="write the proposals (backed up first, journalled)")] = False
+
+
+class SetupRequest(Request):
+    user: Annotated[bool, Field(description="for every project: ~/.claude instead of this project's .claude/")] = False
+    standalone: Annotated[bool, Field(description="without the plugin: also register the MCP server (.mcp.json)"
+                                                  " and the hooks (.claude/settings.json)")] = False
+    statusline: Annotated[bool, Field(description="also install the status line (statusLine in the settings)")] = False
