@@ -394,6 +394,7 @@ class Service:
     def status(self, req: SessionRequest) -> Status:
         """One session in detail, or every active session across levels when no id is given.
         The CLI, the MCP tool and the SessionStart hook all show this."""
+        self.config  # a malformed config is said here too, not only when something is written
         if req.session_id is not None:
             return Status(sessions=[self.show(session_id=req.session_id)], one=True)
         found, damaged = self._active()
