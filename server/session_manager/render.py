@@ -20,18 +20,20 @@ import re
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError
+from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError, UnsafePath
 from session_manager.levels import LEVELS
-from session_manager.errors import UnsafePath
 from session_manager.store import atomic_write, guard, read_bytes, shown
 
 if TYPE_CHECKING:
-    from session_manager.service import Service
+    from session_manager.config import Config
+    from session_manager.store import Store
 
 SHIPPED = Path(__file__).resolve().parent / "templates"
 SUFFIX = ".md.j2"
@@ -374,7 +376,8 @@ def render_text(root: Path, name: str, context: dict[str, Any], level: str | Non
     return render_with(environment(root, level), root, name, context)
 
 
-def render_session(service: Service, session_id: str, names: tuple[str, ...] | None = None,
+def render_session(store: Store, config: Config, clock: Callable[[], datetime], session_id: str,
+                   names: tuple[str, ...] | None = None,
                    trigger: str | None = None) -> tuple[list[str], list[TemplateError]]:
     """Render a session's markdown into its folder. Templates render OUTSIDE the session lock
     (a slow template never blocks the session's writers); the lock is taken only to write, and
@@ -385,20 +388,19 @@ def render_session(service: Service, session_id: str, names: tuple[str, ...] | N
     `names=None` picks by `trigger`. Returns (files written, template errors)."""
     from session_manager.context import read_start_context, template_variables
 
-    store, config = service.store, service.config
     folder = store.session_dir(session_id)
 
     def render_all() -> tuple[Any, dict[str, str], list[TemplateError]]:
         state = store.read_state(session_id)
         chosen = names if names is not None else templates_for(trigger or "", state.level, finished=not state.active)
         variables = template_variables(state, store.read_metadata(session_id), config,
-                                       read_start_context(folder), folder, service.clock())
-        env = environment(service.root, state.level)
+                                       read_start_context(folder), folder, clock())
+        env = environment(store.root, state.level)
         texts: dict[str, str] = {}
         failures: list[TemplateError] = []
         for name in chosen:
             try:
-                texts[name] = render_with(env, service.root, name, variables)
+                texts[name] = render_with(env, store.root, name, variables)
             except TemplateError as exc:
                 failures.append(exc)
         return state, texts, failures
@@ -453,7 +455,8 @@ def rerender_names(name: str | None, finished: bool) -> tuple[str, ...]:
     return SESSION_TEMPLATES if finished else AT_START
 
 
-def refresh(service: Service, session_id: str, trigger: str) -> TemplateError | None:
+def refresh(store: Store, config: Config, clock: Callable[[], datetime], session_id: str,
+            trigger: str) -> TemplateError | None:
     """After a committed change: append a finished session's memory, re-render what the
     change touched. A template problem is returned (not raised) so the caller can finish
     its other duties first; its message says the session was saved."""
@@ -461,13 +464,13 @@ def refresh(service: Service, session_id: str, trigger: str) -> TemplateError | 
 
     failures: list[SessionError] = []
     try:
-        state = service.store.read_state(session_id)
+        state = store.read_state(session_id)
         if not state.active:
-            memory.record(service.store, state, service.config.lock_timeout_seconds)
+            memory.record(store, state, config.lock_timeout_seconds)
     except SessionError as exc:  # e.g. the memory lock is busy: the markdown still gets written
         failures.append(exc)
     try:
-        failures.extend(render_session(service, session_id, trigger=trigger)[1])
+        failures.extend(render_session(store, config, clock, session_id, trigger=trigger)[1])
     except SessionError as exc:
         failures.append(exc)
     if not failures:

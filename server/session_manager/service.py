@@ -260,7 +260,7 @@ class Service:
         trigger ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
         from session_manager import render
 
-        problem = render.refresh(self, session_id, trigger)  # markdown first, so a backup holds it
+        problem = render.refresh(self.store, self.config, self.clock, session_id, trigger)  # markdown first, so a backup holds it
         if problem is not None:
             self.warnings.append(str(problem))
         self.store.mark_changed(session_id)  # the markdown changed after the transaction's mark
@@ -582,7 +582,7 @@ class Service:
         state = self.store.read_state(session_id)
         names = render.rerender_names(req.name, finished=not state.active)  # refused before anything is written
         added = {} if state.active else memory.record(self.store, state, self.config.lock_timeout_seconds)
-        written, failures = render.render_session(self, session_id, names)
+        written, failures = render.render_session(self.store, self.config, self.clock, session_id, names)
         if failures and not written and not added:  # nothing was written: the user's mistake, exit 2
             raise failures[0]
         self.warnings += [f"not rendered: {failure}" for failure in failures]
