@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from session_manager.config import Config, StageDef
 from session_manager.errors import InvalidInput, InvalidTransition, NotFound
+from session_manager.events import Event
 from session_manager.model import (
     DONE_STAGE,
     Alert,
@@ -91,7 +92,7 @@ def set_session_status(tx: Transaction, new: SessionStatus, why: str) -> None:
     state.status = new
     if new == S.completed:
         state.completed_at = tx.now
-    tx.event("session_status", old=str(old), new=str(new), reason=why)
+    tx.event(Event.session_status, old=str(old), new=str(new), reason=why)
 
 
 def set_stage_status(tx: Transaction, stage: str, new: StageStatus, why: str) -> StageState:
@@ -105,7 +106,7 @@ def set_stage_status(tx: Transaction, stage: str, new: StageStatus, why: str) ->
     stage_state.status = new
     if new == T.retrying:  # the next attempt's clock starts when the retry is decided
         stage_state.started_at = tx.now
-    tx.event("stage_status", stage=stage, old=str(old), new=str(new), reason=why)
+    tx.event(Event.stage_status, stage=stage, old=str(old), new=str(new), reason=why)
     return stage_state
 
 
@@ -312,7 +313,7 @@ def complete_stage(
         }
         tx.write(f"quality_reports/{stage}_attempt{stage_state.total_attempts}.json",
                  json.dumps(report, indent=2) + "\n")
-        tx.event("quality_evaluated", stage=stage, attempt=attempt, overall_score=overall,
+        tx.event(Event.quality_evaluated, stage=stage, attempt=attempt, overall_score=overall,
                  passed=passed, feedback=feedback)
         stage_state.overall_score = overall
     if cost_usd or tokens:
@@ -338,7 +339,7 @@ def complete_stage(
                 _reopen(tx, name, f"routed back from {stage}")
             state.stages[target].feedback = f"from {stage}: " + "; ".join(feedback)
             refresh_progress(state)
-            tx.event("routed_back", stage=stage, to=target, feedback=feedback)
+            tx.event(Event.routed_back, stage=stage, to=target, feedback=feedback)
             return Outcome("routed_back", stage, next_stage=target, routed_to=target, feedback=feedback,
                            attempts=attempt, attempts_left=left, overall_score=overall)
         refresh_progress(state)
@@ -367,7 +368,7 @@ def complete_stage(
     )
     _archive_record(tx, stage)
     tx.write(f"{stage}_complete.json", dump_json(record))
-    tx.event("stage_completed", stage=stage, attempt=attempt, execution_seconds=seconds,
+    tx.event(Event.stage_completed, stage=stage, attempt=attempt, execution_seconds=seconds,
              next_stage=next_stage, overall_score=overall)
     refresh_progress(state)
     if state.current_stage is None:
@@ -388,7 +389,7 @@ def _archive_record(tx: Transaction, stage: str) -> None:
 def _escalate(tx: Transaction, stage: str, why: str) -> None:
     set_stage_status(tx, stage, T.escalated, why)
     set_session_status(tx, S.failed, f"{stage} escalated: {why}")
-    tx.event("escalated", stage=stage, reason=why)
+    tx.event(Event.escalated, stage=stage, reason=why)
     refresh_progress(tx.state)
 
 
@@ -411,7 +412,7 @@ def record_failure(tx: Transaction, config: Config, stage: str, error: str, retr
     escalate = not retryable or attempt >= stage_def.max_attempts
     state.errors.append(ErrorRecord(stage=stage, error=error, at=tx.now, attempt=attempt, retryable=retryable,
                                     decision="escalate" if escalate else "retry"))
-    tx.event("failure_recorded", stage=stage, error=error, attempt=attempt, retryable=retryable)
+    tx.event(Event.failure_recorded, stage=stage, error=error, attempt=attempt, retryable=retryable)
     set_stage_status(tx, stage, T.failed, "failure recorded")
     if escalate:
         why = "error is not retryable" if not retryable else f"failed {attempt} of {stage_def.max_attempts} attempts"
@@ -465,7 +466,7 @@ def resume(tx: Transaction, from_stage: str | None) -> Outcome:
         set_session_status(tx, S.in_progress, "resumed")
     refresh_progress(state)
     state.current_stage = target if target else state.current_stage
-    tx.event("resumed", stage=target, recovery_count=state.recovery_count)
+    tx.event(Event.resumed, stage=target, recovery_count=state.recovery_count)
     return Outcome("resumed", target, next_stage=target, feedback=[note] if note else [])
 
 
@@ -492,7 +493,7 @@ def close_open_stages(tx: Transaction, close: bool) -> list[str]:
         stage_state = state.stages[name]
         set_stage_status(tx, name, T.pending, CLOSED_AT_END)
         stage_state.last_error = CLOSED_AT_END
-        tx.event("stage_closed", stage=name, reason=CLOSED_AT_END, attempts=stage_state.attempts)
+        tx.event(Event.stage_closed, stage=name, reason=CLOSED_AT_END, attempts=stage_state.attempts)
     refresh_progress(state)
     return open_stages
 
@@ -523,7 +524,7 @@ def override(tx: Transaction, stage: str, kind: Literal["bypassed", "skipped"], 
     set_stage_status(tx, stage, new, reason)
     stage_state.override_reason = reason
     stage_state.completed_at = tx.now
-    tx.event(f"stage_{kind}", stage=stage, reason=reason)
+    tx.event(Event.stage_bypassed if kind == "bypassed" else Event.stage_skipped, stage=stage, reason=reason)
     if state.status == S.failed and not any(s.status == T.escalated for s in state.stages.values()):
         set_session_status(tx, S.in_progress, f"{stage} {kind}")
     elif state.status == S.initialized:
@@ -589,7 +590,7 @@ def evaluate_alerts(tx: Transaction, config: Config, history: dict[str, list[flo
         alerts.append(Alert(kind=kind, severity=severity, message=message, value=round(value, 4),
                             threshold=threshold, raised_at=earlier.raised_at if earlier else now))
         if earlier is None:
-            tx.event("alert_raised", kind=kind, severity=severity, message=message)
+            tx.event(Event.alert_raised, kind=kind, severity=severity, message=message)
     for key in previous.keys() - {(k, s) for k, s, *_ in found}:
-        tx.event("alert_cleared", kind=key[0], severity=key[1])
+        tx.event(Event.alert_cleared, kind=key[0], severity=key[1])
     state.alerts = alerts
