@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from session_manager.metrics import SessionMetrics
 from session_manager.model import Alert, Metadata, SessionState, Timestamp
 
 
@@ -51,6 +52,7 @@ class SessionDetail(BaseModel):
     metadata: Metadata
     estimate_remaining_seconds: float | None = None
     folder: str
+    metrics: SessionMetrics | None = Field(None, description="seed 004's success metrics (metrics.py)")
 
 
 class StageDecision(BaseModel):

@@ -38,6 +38,7 @@ class SessionView(View):
     alerts: list[str]
     minutes_left: float | None = None
     summary: str | None = None
+    metrics: str | None = None
 
     @classmethod
     def of(cls, detail: SessionDetail) -> SessionView:
@@ -49,13 +50,15 @@ class SessionView(View):
             stages=[_stage_line(name, stage) for name, stage in state.stages.items()],
             total_cost=state.cost_tracking.total_cost, budget_usd=state.budget.usd,
             quality=state.quality_overall, errors=state.error_count,
-            tasks_pending=[f"#{t.id} {t.title}" for t in progress.tasks_pending],
+            tasks_pending=[f"#{t.id} {t.title}" + ("" if t.status == "pending" else f" ({t.status})")
+                           for t in progress.tasks_pending],
             tasks_done=len(progress.tasks_completed),
             blockers=[f"#{b.id} {b.text}" for b in progress.blockers],
             alerts=[f"{a.severity} {a.kind}: {a.message}" for a in state.alerts],
             minutes_left=(round(detail.estimate_remaining_seconds / 60, 1)
                           if detail.estimate_remaining_seconds is not None else None),
             summary=state.summary,
+            metrics=_metrics_text(detail),
         )
 
 
@@ -297,3 +300,26 @@ def removal(result: Any) -> RemovalView:
 def bind(result: Any) -> BindView:
     return BindView(session_id=result.session_id, claude_session=result.claude_session, since=result.since,
                     recorded=result.recorded, previous_session=result.previous_session)
+
+
+# -- tasks and metrics (seed 004) -------------------------------------------------------------------
+def _metrics_text(detail: SessionDetail) -> str | None:
+    from session_manager.views import metrics_line
+
+    m = detail.metrics
+    return metrics_line(m) if m is not None and (m.score is not None or m.tasks_planned) else None
+
+
+class TaskView(View):
+    """Tasks changed (`task-N status: title`) and the session's task metrics (seed 004's names)."""
+
+    session_id: str
+    action: str
+    tasks: list[str]
+    metrics: dict[str, float]
+
+
+def task(result: Any) -> TaskView:
+    return TaskView(session_id=result.session_id, action=result.action,
+                    tasks=[f"{t['id']} {t['status']}: {t['title']}" for t in result.tasks],
+                    metrics=result.metrics.model_dump())
