@@ -78,6 +78,7 @@ class StageState(Model):
     override_reason: str | None = None
     gate_failures: int = 0
     outputs: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None  # the model that ran its last completion (model selection analytics)
 
 
 class TaskStatus(StrEnum):

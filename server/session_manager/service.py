@@ -687,7 +687,7 @@ class Service:
         since, until = reports.window(req.period, req.since, req.until, now)
         summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
         report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
-                               self.config.alerts.cost_ratio, unreadable)
+                               self.config.alerts.cost_ratio, unreadable, self.config)
         return self._usage_figures(report, summaries)
 
     @operation
