@@ -114,6 +114,7 @@ class ReportView(View):
     recurring_errors: list[str]
     alerts: list[str]
     trend: list[str]
+    analytics: AnalyticsView | None = None
 
     @classmethod
     def of(cls, report: Any) -> ReportView:
@@ -135,6 +136,7 @@ class ReportView(View):
             alerts=[f"{a.session_id} {a.severity} {a.kind}: {a.message}" for a in report.alerts],
             trend=[f"{d.day}: {d.sessions} run, {d.finished} done, ${d.cost_usd:.2f}"
                    + (f", q {d.quality:.2f}" if d.quality is not None else "") for d in report.trend],
+            analytics=analytics_of(report),
         )
 
 
@@ -323,3 +325,27 @@ def task(result: Any) -> TaskView:
     return TaskView(session_id=result.session_id, action=result.action,
                     tasks=[f"{t['id']} {t['status']}: {t['title']}" for t in result.tasks],
                     metrics=result.metrics.model_dump())
+
+
+class AnalyticsView(View):
+    """A report's analytics in short lines (the figures are in `session_report`'s full JSON via the CLI)."""
+
+    learnings: list[str]
+    findings: list[str]
+    quality_by_stage: list[str]
+    forecast: str | None = None
+    score_mean: float | None = None
+
+
+def analytics_of(report: Any) -> AnalyticsView | None:
+    a = report.analytics
+    if a is None:
+        return None
+    f = a.forecast
+    return AnalyticsView(
+        learnings=[n.text for n in a.key_learnings], findings=[x.message for x in a.findings],
+        quality_by_stage=[f"{q.stage}: {q.mean:.2f} (n {q.n}, sd {q.stdev:.3f})" for q in a.quality_by_stage],
+        forecast=(f"{f.month}: ${f.month_to_date_usd:.2f} so far, ${f.month_end_usd or 0:.2f} at month end;"
+                  f" active sessions need ${f.cost_to_finish_usd:.2f}"
+                  + (f"; {f.episodes_affordable} episodes affordable" if f.episodes_affordable is not None else ""))
+        if f else None, score_mean=a.sessions.mean_score)
