@@ -477,12 +477,13 @@ def _stage_times(chosen: list[Summary], expected: Mapping[str, Mapping[str, floa
     return sorted(rows, key=lambda t: (positions.get(t.stage, 10_000), t.stage))
 
 
-def _maturity(sessions: list[Summary], expected: Mapping[str, Mapping[str, float]]) -> MaturityPoint:
+def _maturity(sessions: list[Summary], expected: Mapping[str, Mapping[str, float]],
+              gated: set[str]) -> MaturityPoint:
     troubled = [s for s in sessions if s["error_count"] or s["gates"]]
     recovered = sum(1 for s in troubled if _finished(s) or (s["status"] == "in_progress" and not s["open_failures"]))
     evaluated = first = 0
-    for s in sessions:
-        for stage in set(s.get("stage_scores", {})) | set(s["gates"]):
+    for s in sessions:  # a gate's first-pass rate: gated stages (or any that failed a gate) that were evaluated
+        for stage in (set(s.get("stage_scores", {})) & gated) | set(s["gates"]):
             evaluated += 1
             first += 0 if s["gates"].get(stage) else 1
     accuracy = []
@@ -592,14 +593,15 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
                                           sessions=len(overall), previous_sessions=len(prev_quality))
     if a.quality_improvement.current is not None and a.quality_improvement.previous is not None:
         a.quality_improvement.change = round(a.quality_improvement.current - a.quality_improvement.previous, 4)
-    whole = _maturity(chosen, expected)
+    gated = _gated(config)
+    whole = _maturity(chosen, expected, gated)
     a.maturity = Maturity(recovery_rate=whole.recovery_rate, gate_first_pass_rate=whole.gate_first_pass_rate,
                           estimate_accuracy=whole.estimate_accuracy)
     weeks: dict[int, list[Summary]] = defaultdict(list)
     for s in chosen:
         weeks[max(0, int((s["started"] - low) // (7 * 86_400)))].append(s)
     for index in sorted(weeks):
-        point = _maturity(weeks[index], expected)
+        point = _maturity(weeks[index], expected, gated)
         point.week = day_of(low + index * 7 * 86_400)
         a.maturity.series.append(point)
 
@@ -624,7 +626,7 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
             row[2] += s["gates"].get(stage, 0)
     a.gate_analysis = sorted((GateAnalysis(stage=st, evaluated=v[0], first_pass=v[1], failures=v[2],
                                            first_pass_rate=round(v[1] / v[0], 4) if v[0] else None)
-                              for st, v in gates.items() if v[2] or st in _gated(config)),
+                              for st, v in gates.items() if v[2] or st in gated),
                              key=lambda g: (g.first_pass_rate if g.first_pass_rate is not None else 1.0, g.stage))
     budgeted = [s for s in chosen if s["budget"]]
     if budgeted:
