@@ -106,7 +106,7 @@ def edit(tx: Transaction, task: Task, changes: dict[str, Any]) -> None:
         raise_nothing()
     for key, value in changed.items():
         setattr(task, key, list(value) if isinstance(value, list) else value)
-    tx.event("task_edited", task_id=task.id, title=task.title, **{k: v for k, v in changed.items()})
+    tx.event("task_edited", task_id=task.id, title=task.title, changes=changed)
 
 
 def raise_nothing() -> None:
