@@ -698,7 +698,7 @@ class Service:
 
         summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None)
         return dashboard.build(summaries, req.days, req.level.name if req.level else None, self.clock(),
-                               self.config.alerts.quality_min, unreadable)
+                               self.config.alerts.quality_min, unreadable, self.config)
 
 
     # -- cost attribution (helper-c) ------------------------------------------------------
