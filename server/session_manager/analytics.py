@@ -119,7 +119,7 @@ class StageTime(BaseModel):
     sessions: int
     median_minutes: float
     expected_minutes: float | None = None
-    ratio: float | None = Field(None, description="median / expected")
+    ratio: float | None = Field(default=None, description="median / expected")
 
 
 class Velocity(BaseModel):
@@ -141,7 +141,7 @@ class EpisodeCost(BaseModel):
 
 class QualityChange(BaseModel):
     current: float | None = None
-    previous: float | None = Field(None, description="the window of the same length just before")
+    previous: float | None = Field(default=None, description="the window of the same length just before")
     change: float | None = None
     sessions: int = 0
     previous_sessions: int = 0
@@ -157,8 +157,8 @@ class MaturityPoint(BaseModel):
 
 class Maturity(BaseModel):
     recovery_rate: float | None = None
-    gate_first_pass_rate: float | None = Field(None, description="scored stages that passed at the first attempt")
-    estimate_accuracy: float | None = Field(None, description="mean min(actual, estimate) / max(actual, estimate)")
+    gate_first_pass_rate: float | None = Field(default=None, description="scored stages that passed at the first attempt")
+    estimate_accuracy: float | None = Field(default=None, description="mean min(actual, estimate) / max(actual, estimate)")
     series: list[MaturityPoint] = Field(default_factory=list)
 
 
@@ -183,7 +183,7 @@ class CostVariance(BaseModel):
     sessions: int = 0
     mean_target_usd: float | None = None
     mean_actual_usd: float | None = None
-    mean_variance_usd: float | None = Field(None, description="mean of actual - target")
+    mean_variance_usd: float | None = Field(default=None, description="mean of actual - target")
     over: int = 0
     under: int = 0
 
@@ -201,7 +201,7 @@ class TokenEfficiency(BaseModel):
     tokens_per_usd: float | None = None
     usd_per_million: float | None = None
     tokens_per_finished_session: float | None = None
-    tokens_per_quality_point: float | None = Field(None, description="tokens per 0.01 of mean quality")
+    tokens_per_quality_point: float | None = Field(default=None, description="tokens per 0.01 of mean quality")
 
 
 class ForecastView(BaseModel):
@@ -209,7 +209,7 @@ class ForecastView(BaseModel):
     month_to_date_usd: float
     days_elapsed: float
     days_in_month: int
-    month_end_usd: float | None = Field(None, description="month-to-date spend at the current daily rate")
+    month_end_usd: float | None = Field(default=None, description="month-to-date spend at the current daily rate")
     active_sessions: int
     cost_to_finish_usd: float = Field(description="the active sessions' remaining stages at this project's mean cost")
     cost_per_episode_usd: float | None = None
@@ -232,30 +232,30 @@ class Analytics(BaseModel):
     """Seed 003's report lines, seed 000's analytics, findings and the forecast."""
 
     # daily
-    episodes_produced: int = Field(0, description="production sessions finished in the window")
+    episodes_produced: int = Field(default=0, description="production sessions finished in the window")
     quality_average: float | None = None
     key_learnings: list[Learning] = Field(default_factory=list)
     # weekly
     cost_trend: list[Point] = Field(default_factory=list)
-    cost_change: float | None = Field(None, description="later half's mean session cost / earlier half's")
+    cost_change: float | None = Field(default=None, description="later half's mean session cost / earlier half's")
     quality_trend: list[Point] = Field(default_factory=list)
-    quality_change: float | None = Field(None, description="later half's mean quality - earlier half's")
+    quality_change: float | None = Field(default=None, description="later half's mean quality - earlier half's")
     velocity: Velocity | None = None
     optimisation: list[Finding] = Field(default_factory=list, description="the cost findings")
     # monthly
     total_production: int = 0
     cost_per_episode: list[EpisodeCost] = Field(default_factory=list)
-    quality_improvement: QualityChange = Field(default_factory=QualityChange)
-    maturity: Maturity = Field(default_factory=Maturity)
+    quality_improvement: QualityChange = QualityChange()
+    maturity: Maturity = Maturity()
     # seed 000
     quality_by_stage: list[StageQuality] = Field(default_factory=list)
     quality_by_episode: list[EpisodeCost] = Field(default_factory=list)
-    quality_consistency: float | None = Field(None, description="standard deviation of session quality")
+    quality_consistency: float | None = Field(default=None, description="standard deviation of session quality")
     gate_analysis: list[GateAnalysis] = Field(default_factory=list)
-    cost_variance: CostVariance = Field(default_factory=CostVariance)
+    cost_variance: CostVariance = CostVariance()
     models: list[ModelImpact] = Field(default_factory=list)
-    token_efficiency: TokenEfficiency = Field(default_factory=TokenEfficiency)
-    sessions: SessionScores = Field(default_factory=SessionScores)
+    token_efficiency: TokenEfficiency = TokenEfficiency()
+    sessions: SessionScores = SessionScores()
     # patterns and the future
     findings: list[Finding] = Field(default_factory=list)
     forecast: ForecastView | None = None
@@ -293,7 +293,7 @@ def _accuracy(actual: float, estimate: float) -> float | None:
 
 # -- findings ---------------------------------------------------------------------------------------------
 def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -> list[Finding]:
-    found = []
+    found: list[Finding] = []
     totals = (math.fsum(s["cost"] for s in early), math.fsum(s["cost"] for s in late))
     if not all(totals):
         return found
@@ -545,7 +545,10 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
                 for lv in ("dev", "production", "platform", "coded")}
     low, high = since.timestamp(), until.timestamp()
-    inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
+
+    def inside(epoch: float | None) -> bool:
+        return epoch is not None and low <= epoch < high
+
     a = Analytics()
 
     finished = [s for s in chosen if _finished(s) and inside(s["completed"])]

@@ -345,7 +345,7 @@ def template_variables(
     from session_manager import metrics as success
     from session_manager.tasks import document
 
-    figures = success.compute(state, {s["name"]: s["expected_minutes"] for s in stages})
+    figures = success.compute(state, {name: config.stage(state.level, name).expected_minutes for name in state.stages})
     budget_usd, spent = state.budget.usd, costs.total_cost
     return {
         "session": {

@@ -37,19 +37,19 @@ class SessionMetrics(BaseModel):
     tasks_done: int = 0
     tasks_failed: int = 0
     tasks_blocked: int = 0
-    completion_rate: float | None = Field(None, description="tasks done / tasks planned (stages when no tasks)")
+    completion_rate: float | None = Field(default=None, description="tasks done / tasks planned (stages when no tasks)")
     tests_passed: int | None = None
     tests_total: int | None = None
-    quality_score: float | None = Field(None, description="tests passed / total, else the stage quality")
-    quality_source: str | None = Field(None, description="tests or stages")
+    quality_score: float | None = Field(default=None, description="tests passed / total, else the stage quality")
+    quality_source: str | None = Field(default=None, description="tests or stages")
     minutes_actual: float | None = None
     minutes_estimated: float | None = None
-    time_efficiency: float | None = Field(None, description="actual / estimated minutes (above 1: over estimate)")
+    time_efficiency: float | None = Field(default=None, description="actual / estimated minutes (above 1: over estimate)")
     bugs_fixed: int | None = None
     bugs_introduced: int | None = None
-    bug_rate: float | None = Field(None, description="bugs introduced / tasks done")
-    docs_coverage: float | None = Field(None, description="documented changes / changes")
-    score: int | None = Field(None, description="0-100, see docs/tasks-and-metrics.md")
+    bug_rate: float | None = Field(default=None, description="bugs introduced / tasks done")
+    docs_coverage: float | None = Field(default=None, description="documented changes / changes")
+    score: int | None = Field(default=None, description="0-100, see docs/tasks-and-metrics.md")
 
 
 def _ratio(part: float, whole: float) -> float | None:

@@ -102,8 +102,8 @@ class Task(Model):
     title: str
     status: TaskStatus = TaskStatus.pending
     agent: str | None = None
-    estimated_minutes: float | None = Field(None, ge=0)
-    actual_minutes: float | None = Field(None, ge=0)
+    estimated_minutes: float | None = Field(default=None, ge=0)
+    actual_minutes: float | None = Field(default=None, ge=0)
     files: list[str] = Field(default_factory=list)
     tests: list[str] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)
@@ -197,11 +197,11 @@ class Outcome(Model):
     """What a session reports about itself at `end` (seed 004's performance tracking): bugs fixed
     and introduced, tests passed of those run, changes documented. None: not recorded."""
 
-    bugs_fixed: int | None = Field(None, ge=0)
-    bugs_introduced: int | None = Field(None, ge=0)
-    tests_passed: int | None = Field(None, ge=0)
-    tests_total: int | None = Field(None, ge=0)
-    docs_changed: int | None = Field(None, ge=0)
+    bugs_fixed: int | None = Field(default=None, ge=0)
+    bugs_introduced: int | None = Field(default=None, ge=0)
+    tests_passed: int | None = Field(default=None, ge=0)
+    tests_total: int | None = Field(default=None, ge=0)
+    docs_changed: int | None = Field(default=None, ge=0)
 
 
 class Budget(Model):
@@ -257,7 +257,7 @@ class SessionState(Model):
     alerts: list[Alert] = Field(default_factory=list)
     summary: str | None = None
     claude_sessions: list[str] = Field(default_factory=list)
-    outcome: Outcome = Field(default_factory=Outcome)
+    outcome: Outcome = Outcome()  # pydantic copies a model default per instance
 
     @property
     def active(self) -> bool:

@@ -126,8 +126,8 @@ class TaskMetrics(BaseModel):
     completed: int = 0
     failed: int = 0
     blocked: int = 0
-    timeSpent: float = Field(0.0, description="minutes, done and failed tasks")  # noqa: N815
-    timeEstimated: float = Field(0.0, description="minutes, every task with an estimate")  # noqa: N815
+    timeSpent: float = Field(default=0.0, description="minutes, done and failed tasks")  # noqa: N815
+    timeEstimated: float = Field(default=0.0, description="minutes, every task with an estimate")  # noqa: N815
 
 
 def entry(task: Task) -> dict[str, Any]:
