@@ -28,6 +28,7 @@ TEXT_LIMIT = 300
 LEARNINGS_KEPT = 20
 LEARNINGS_SHOWN = 10
 FINDINGS_LIMIT = 30
+SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 episodes stays readable
 
 
 # -- what each session's summary adds -------------------------------------------------------------
@@ -244,12 +245,12 @@ class Analytics(BaseModel):
     optimisation: list[Finding] = Field(default_factory=list, description="the cost findings")
     # monthly
     total_production: int = 0
-    cost_per_episode: list[EpisodeCost] = Field(default_factory=list)
+    cost_per_episode: list[EpisodeCost] = Field(default_factory=list, description="the latest 200 finished episodes")
     quality_improvement: QualityChange = QualityChange()
     maturity: Maturity = Maturity()
     # seed 000
     quality_by_stage: list[StageQuality] = Field(default_factory=list)
-    quality_by_episode: list[EpisodeCost] = Field(default_factory=list)
+    quality_by_episode: list[EpisodeCost] = Field(default_factory=list, description="the 200 highest episode numbers")
     quality_consistency: float | None = Field(default=None, description="standard deviation of session quality")
     gate_analysis: list[GateAnalysis] = Field(default_factory=list)
     cost_variance: CostVariance = CostVariance()
@@ -283,12 +284,6 @@ def halves(sessions: list[Summary]) -> tuple[list[Summary], list[Summary]]:
 
 def _finished(s: Summary) -> bool:
     return bool(s["status"] == "completed" and s.get("pipeline_done"))
-
-
-def _accuracy(actual: float, estimate: float) -> float | None:
-    if actual <= 0 or estimate <= 0:
-        return None
-    return min(actual, estimate) / max(actual, estimate)
 
 
 # -- findings ---------------------------------------------------------------------------------------------
@@ -358,22 +353,31 @@ def _model_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
 
 def _retry_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     found = []
-    runs: dict[str, list[Summary]] = defaultdict(list)
+    ran: dict[str, int] = defaultdict(int)  # one pass: sessions that ran the stage, retries, costs
+    retry_count: dict[str, int] = defaultdict(int)
+    retried_costs: dict[str, list[float]] = defaultdict(list)
+    clean_costs: dict[str, list[float]] = defaultdict(list)
     for s in chosen:
+        by_stage, retries_of = s["by_stage"], s.get("retries", {})
         for stage in s["stages"]:
-            if stage in s["by_stage"] or stage in s.get("retries", {}):
-                runs[stage].append(s)
-    for stage in sorted(runs):
-        ran = runs[stage]
-        retries = sum(s.get("retries", {}).get(stage, 0) for s in ran)
-        retried = [s["by_stage"].get(stage, 0.0) for s in ran if s.get("retries", {}).get(stage)]
-        clean = [s["by_stage"][stage] for s in ran if not s.get("retries", {}).get(stage) and stage in s["by_stage"]]
-        rate = retries / len(ran)
-        if len(ran) >= rules.min_samples and rate >= rules.retry_rate:
+            again = retries_of.get(stage, 0)
+            if stage not in by_stage and not again:
+                continue
+            ran[stage] += 1
+            if again:
+                retry_count[stage] += again
+                retried_costs[stage].append(by_stage.get(stage, 0.0))
+            else:
+                clean_costs[stage].append(by_stage[stage])
+    for stage in sorted(ran):
+        sessions, retries = ran[stage], retry_count[stage]
+        retried, clean = retried_costs[stage], clean_costs[stage]
+        rate = retries / sessions
+        if sessions >= rules.min_samples and rate >= rules.retry_rate:
             found.append(Finding(
                 kind="retries", category="workflow", subject=stage,
-                message=f"{stage} needed {retries} retries in {len(ran)} sessions ({rate:.2f} per session)",
-                evidence={"retries": retries, "sessions": len(ran), "retries_per_session": round(rate, 4),
+                message=f"{stage} needed {retries} retries in {sessions} sessions ({rate:.2f} per session)",
+                evidence={"retries": retries, "sessions": sessions, "retries_per_session": round(rate, 4),
                           "sessions_retried": len(retried)},
                 thresholds={"retry_rate": rules.retry_rate, "min_samples": rules.min_samples}))
         if len(retried) >= 2 and len(clean) >= rules.min_samples:
@@ -477,28 +481,36 @@ def _stage_times(chosen: list[Summary], expected: Mapping[str, Mapping[str, floa
     return sorted(rows, key=lambda t: (positions.get(t.stage, 10_000), t.stage))
 
 
-def _maturity(sessions: list[Summary], expected: Mapping[str, Mapping[str, float]],
-              gated: set[str]) -> MaturityPoint:
-    troubled = [s for s in sessions if s["error_count"] or s["gates"]]
-    recovered = sum(1 for s in troubled if _finished(s) or (s["status"] == "in_progress" and not s["open_failures"]))
+def _maturity_parts(s: Summary, expected: Mapping[str, Mapping[str, float]], gated: set[str]) -> list[float]:
+    """One session's share of the maturity figures: [met an error, recovered, gates evaluated, passed
+    first time, sum of estimate accuracies, how many]."""
+    troubled = bool(s["error_count"] or s["gates"])
+    recovered = troubled and (_finished(s) or (s["status"] == "in_progress" and not s["open_failures"]))
+    gates = s["gates"]
     evaluated = first = 0
-    for s in sessions:  # a gate's first-pass rate: gated stages (or any that failed a gate) that were evaluated
-        for stage in (set(s.get("stage_scores", {})) & gated) | set(s["gates"]):
-            evaluated += 1
-            first += 0 if s["gates"].get(stage) else 1
-    accuracy = []
-    for s in sessions:
-        planned, actual = s.get("tasks", [0, 0, 0, 0.0, 0.0])[3:5]
-        if planned and actual:
-            accuracy.append(_accuracy(actual, planned))
-        for stage, seconds in s["durations"].items():
-            minutes = expected.get(s["level"], {}).get(stage)
-            if minutes:
-                accuracy.append(_accuracy(seconds / 60, minutes))
-    known = [a for a in accuracy if a is not None]
-    return MaturityPoint(week="", sessions=len(sessions), recovery_rate=_r(recovered / len(troubled)) if troubled else None,
+    for stage in (s.get("stage_scores", {}).keys() & gated) | gates.keys():  # gated stages that were evaluated
+        evaluated += 1
+        first += 0 if gates.get(stage) else 1
+    total, count = 0.0, 0
+    planned, actual = s.get("tasks", [0, 0, 0, 0.0, 0.0])[3:5]
+    if planned and actual and planned > 0 and actual > 0:
+        total, count = min(actual, planned) / max(actual, planned), 1
+    minutes = expected.get(s["level"], {})
+    for stage, seconds in s["durations"].items():
+        planned = minutes.get(stage)
+        if planned and seconds > 0:
+            actual = seconds / 60
+            total += min(actual, planned) / max(actual, planned)
+            count += 1
+    return [float(troubled), float(recovered), evaluated, first, total, count]
+
+
+def _maturity(parts: list[list[float]], sessions: int) -> MaturityPoint:
+    met, recovered, evaluated, first, total, count = (math.fsum(column) for column in zip(*parts)) if parts else (
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    return MaturityPoint(week="", sessions=sessions, recovery_rate=_r(recovered / met) if met else None,
                          gate_first_pass_rate=_r(first / evaluated) if evaluated else None,
-                         estimate_accuracy=_r(_mean(known)))
+                         estimate_accuracy=_r(total / count) if count else None)
 
 
 def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly_budget: float | None,
@@ -515,12 +527,12 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
         if _finished(s):
             for stage, usd in s["by_stage"].items():
                 stage_cost[(s["level"], stage)].append(usd)
+    mean_cost = {key: math.fsum(values) / len(values) for key, values in stage_cost.items()}
     active = [s for s in scoped if s["status"] in ("initialized", "in_progress", "failed")]
     to_finish = 0.0
     for s in active:
         left = [st for st in s["stages"] if st not in s.get("stage_scores", {}) and st not in s["durations"]]
-        to_finish += math.fsum(statistics.fmean(stage_cost[(s["level"], st)]) for st in left
-                               if stage_cost.get((s["level"], st)))
+        to_finish += math.fsum(mean_cost.get((s["level"], st), 0.0) for st in left)
     month_end = to_date / elapsed * days if to_date else 0.0
     view = ForecastView(month=start.strftime("%Y-%m"), month_to_date_usd=round(to_date, 4),
                         days_elapsed=round(elapsed, 2), days_in_month=days, month_end_usd=round(month_end, 4),
@@ -587,7 +599,8 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
 
     # monthly
     a.cost_per_episode = [EpisodeCost(episode=s["episode"], session_id=s["id"], usd=round(s["cost"], 4),
-                                      quality=s["overall"], day=day_of(s["completed"])) for s in episodes]
+                                      quality=s["overall"], day=day_of(s["completed"]))
+                          for s in episodes[-SERIES_LIMIT:]]
     span = high - low
     previous = [s for s in summaries if s["started"] < low and (s["ended"] or s["completed"] or s["updated"]) >= low - span
                 and (level is None or s["level"] == level)]
@@ -597,14 +610,15 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     if a.quality_improvement.current is not None and a.quality_improvement.previous is not None:
         a.quality_improvement.change = round(a.quality_improvement.current - a.quality_improvement.previous, 4)
     gated = _gated(config)
-    whole = _maturity(chosen, expected, gated)
+    parts = {s["id"]: _maturity_parts(s, expected, gated) for s in chosen}
+    whole = _maturity(list(parts.values()), len(chosen))
     a.maturity = Maturity(recovery_rate=whole.recovery_rate, gate_first_pass_rate=whole.gate_first_pass_rate,
                           estimate_accuracy=whole.estimate_accuracy)
     weeks: dict[int, list[Summary]] = defaultdict(list)
     for s in chosen:
         weeks[max(0, int((s["started"] - low) // (7 * 86_400)))].append(s)
     for index in sorted(weeks):
-        point = _maturity(weeks[index], expected, gated)
+        point = _maturity([parts[s["id"]] for s in weeks[index]], len(weeks[index]))
         point.week = day_of(low + index * 7 * 86_400)
         a.maturity.series.append(point)
 
@@ -616,10 +630,11 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     a.quality_by_stage = [StageQuality(stage=st, n=len(v), mean=round(statistics.fmean(v), 4),
                                        stdev=round(statistics.pstdev(v), 4), min=round(min(v), 4), max=round(max(v), 4))
                           for st, v in sorted(by_stage.items(), key=lambda i: (positions.get(i[0], 10_000), i[0]))]
+    produced = sorted((s for s in chosen if s["level"] == "production" and s["overall"] is not None),
+                      key=lambda s: (s["episode"] or 0, s["started"]))
     a.quality_by_episode = [EpisodeCost(episode=s["episode"], session_id=s["id"], usd=round(s["cost"], 4),
                                         quality=s["overall"], day=day_of(s["started"]))
-                            for s in sorted(chosen, key=lambda s: (s["episode"] or 0, s["started"]))
-                            if s["level"] == "production" and s["overall"] is not None]
+                            for s in produced[-SERIES_LIMIT:]]
     gates: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for s in chosen:
         for stage in set(s.get("stage_scores", {})) | set(s["gates"]):
