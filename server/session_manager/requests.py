@@ -123,6 +123,15 @@ class UpdateRequest(Request):
     todo: Annotated[bool, Field(description="these learnings become tasks of the next session")] = False
 
 
+def _count(value: int) -> int:
+    if value < 0 or value > 10**7:
+        raise ValueError("must be between 0 and 10000000")
+    return value
+
+
+Tally = Annotated[int, AfterValidator(_count)]  # bounds by validator: the MCP schema stays small
+
+
 class EndRequest(Request):
     session_id: OptionalId = None
     summary: Annotated[Text | None, Field(description="what the session achieved")] = None
@@ -336,16 +345,9 @@ def _at_most(limit: int) -> Callable[[list[str]], list[str]]:
     return check
 
 
-def _count(value: int) -> int:
-    if value < 0 or value > 10**7:
-        raise ValueError("must be between 0 and 10000000")
-    return value
-
-
 Short = Annotated[str, AfterValidator(_bounded(500))]
 Long = Annotated[str, AfterValidator(_bounded(4000))]
 Shorts = Annotated[list[Short], AfterValidator(_at_most(200))]
-Tally = Annotated[int, AfterValidator(_count)]
 Agent = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 Minutes = Annotated[float, Field(ge=0, le=100_000), AfterValidator(_finite)]
 
