@@ -93,12 +93,19 @@ def test_terminal_dashboard_lists_sessions_in_progress_with_stage_and_progress(b
     assert "failed" in failed and "escalated" in failed
 
 
-def test_html_page_is_self_contained_with_the_four_charts(board, tmp_path: Path) -> None:
+CHARTS = ["chart-cost", "chart-quality", "chart-stages", "chart-failures", "chart-score", "chart-episodes"]
+
+
+def test_html_page_is_self_contained_with_the_six_charts(board, tmp_path: Path) -> None:
     page = Page()
     page.feed(dashboard.html_page(board))
     page.close()
     assert page.unclosed == [] and page.stack == []
-    assert [a["id"] for a in page.find("svg")] == ["chart-cost", "chart-quality", "chart-stages", "chart-failures"]
+    assert [a["id"] for a in page.find("svg")] == CHARTS
+    assert all(a["width"] == "100%" and "height" not in a for a in page.find("svg"))  # charts fill their card
+    assert [a["data-episode"] for a in page.find("rect", **{"class": "episode"})] == [
+        f"ep {n}" for n in (5, 1, 2)]  # F, A, B finished, in the order they finished
+    assert "Mean stage duration (minutes)" in " ".join(page.text)
     for tag, attrs in page.tags:  # nothing is fetched: no script, no stylesheet link, no external reference
         assert tag not in ("script", "link", "iframe", "img"), tag
         assert not any(v.startswith(("http:", "https:", "//")) for k, v in attrs.items() if k in ("src", "href"))
@@ -119,8 +126,8 @@ def test_html_for_an_empty_project_says_no_data(tmp_path: Path) -> None:
     empty = Service(tmp_path, actor="test", clock=lambda: NOW).dashboard(days=7)
     page = Page()
     page.feed(dashboard.html_page(empty))
-    assert len(page.find("svg")) == 4
-    assert " ".join(page.text).count("no data in this period") == 4
+    assert len(page.find("svg")) == 6
+    assert " ".join(page.text).count("no data in this period") == 6
 
 
 def test_dashboard_html_cli_writes_the_page(built, tmp_path: Path) -> None:
@@ -163,9 +170,15 @@ def test_dashboard_html_opens_in_headless_chromium_without_console_errors(board,
     assert console == []
     parsed = Page()
     parsed.feed(dom)
-    assert [a["id"] for a in parsed.find("svg")] == ["chart-cost", "chart-quality", "chart-stages", "chart-failures"]
+    assert [a["id"] for a in parsed.find("svg")] == CHARTS
     assert len(parsed.find("rect", **{"class": "cost"})) == 30
     assert len(parsed.find("polyline", **{"class": "series"})) == 3
     shot = tmp_path / "shot.png"
     _chromium(page.as_uri(), f"--screenshot={shot}", "--window-size=1500,1200", "--hide-scrollbars")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("seconds", "unit"), [([30.0], "seconds"), ([90.0, 600.0], "minutes"),
+                                               ([3 * 3600.0], "hours"), ([5 * 86_400.0], "days")])
+def test_duration_charts_are_labelled_in_a_sensible_unit(seconds: list[float], unit: str) -> None:
+    assert dashboard.duration_unit(seconds)[0] == unit

@@ -258,10 +258,12 @@ def test_end_writes_review_and_completed_with_real_metrics(project: Path) -> Non
     svc, session_id = run_scenario(project, "dev")
     folder = folder_of(svc, session_id)
     review = (folder / "review.md").read_text()
-    assert "| Completion rate |   50% | 2 of 4 tasks done " in review
-    assert "| Quality score   |  0.90 | mean overall score of 2 completed stage(s) " in review
-    assert "| Time efficiency |  0.27 | 1h09m actual / 4h15m estimated " in review
-    assert "| Cost            | $0.85 | $0.85 of $5.00 (17% of budget, $4.15 left) " in review
+    assert "| Completion rate |    50% | 2 of 4 tasks done " in review
+    assert "| Quality score   |   0.90 | mean overall score of 2 completed stage(s) " in review
+    # seed 004: actual / estimated over the completed stages (no task has an estimate)
+    assert "| Time efficiency |   0.87 | 26 min actual / 30 min estimated " in review
+    assert "| Cost            |  $0.85 | $0.85 of $5.00 (17% of budget, $4.15 left) " in review
+    assert "| Score           | 74/100 |" in review
     assert "|   2 | planning       | completed | 2/3      |  0.88 |   20 min | 14 min | $0.50 |" in review
     assert "- **Error** in planning (attempt 1, then retry): Type check failed: params is a Promise" in review
     assert "- **Bypassed** execution: Covered by the manual check" in review

@@ -155,7 +155,27 @@ class Prices(Strict):
     calls: dict[str, Price] = Field(default_factory=dict)
 
 
+class Patterns(Strict):
+    """Thresholds of the report's findings (analytics.py; docs/tasks-and-metrics.md)."""
+
+    min_samples: Annotated[int, Field(ge=1, le=10_000)] = 5  # sessions on each side of a comparison
+    cost_share_growth: Ratio = 0.10  # a stage's share of cost grew by at least this (absolute)
+    cost_growth_ratio: Annotated[float, Field(ge=1.0, le=100)] = 1.25  # and its mean cost by this factor
+    quality_change: Ratio = 0.03  # a mean score moved by at least this between the halves of the window
+    cheaper_model_saving: Ratio = 0.20  # a cheaper model costs at least this much less on the stage
+    quality_tolerance: Ratio = 0.02  # ... and scores no more than this below the expensive one
+    retry_rate: Annotated[float, Field(ge=0, le=100)] = 0.20  # retries per session of a stage
+    time_over_estimate: Annotated[float, Field(ge=1.0, le=100)] = 1.2  # median minutes / expected minutes
+    blocker_sessions: Annotated[int, Field(ge=2, le=10_000)] = 3  # a blocker seen in this many sessions recurs
+
+
+class Forecast(Strict):
+    monthly_budget_usd: Usd | None = None  # what the project may spend per calendar month
+
+
 class Config(Strict):
+    patterns: Patterns = Field(default_factory=Patterns)
+    forecast: Forecast = Field(default_factory=Forecast)
     pipelines: Pipelines = Field(default_factory=Pipelines)
     alerts: Alerts = Field(default_factory=Alerts)
     budgets: Budgets = Field(default_factory=Budgets)

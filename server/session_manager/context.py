@@ -33,6 +33,7 @@ from session_manager.model import (
     SessionStatus,
     StageStatus,
     Task,
+    TaskStatus,
     Timestamp,
     dump_json,
 )
@@ -65,6 +66,10 @@ class PreviousSession(Model):
     tasks_pending: list[str] = []
     blockers: list[str] = []
     carried: bool = False
+    learnings: list[str] = []
+    decisions: list[str] = []
+    tasks_failed: list[str] = []
+    score: int | None = None
 
 
 class StartContext(Model):
@@ -173,9 +178,20 @@ class Gathered:
         progress, now = state.progress, state.started_at
         tasks, blockers = [], []
         for task in previous.progress.tasks_pending:
-            tasks.append(Task(id=progress.next_task_id(), title=task.title, created_at=now,
+            # the task as planned (agent, estimate, files, tests); its clock restarts here
+            status = TaskStatus.blocked if task.status == TaskStatus.blocked else TaskStatus.pending
+            tasks.append(Task(id=progress.next_task_id(), title=task.title, status=status, agent=task.agent,
+                              estimated_minutes=task.estimated_minutes, files=list(task.files),
+                              tests=list(task.tests), blockers=list(task.blockers), created_at=now,
                               carried_from=previous.session_id))
-            progress.tasks_pending.append(tasks[-1])
+            progress.place(tasks[-1])
+        titles = {t.title for t in progress.all_tasks()}
+        for note in previous.progress.learnings:  # seed 003: the next session's todo from learnings
+            if note.todo and note.text[:500] not in titles:
+                titles.add(note.text[:500])
+                tasks.append(Task(id=progress.next_task_id(), title=note.text[:500], created_at=now,
+                                  carried_from=previous.session_id))
+                progress.place(tasks[-1])
         for blocker in previous.progress.blockers:
             blockers.append(Blocker(id=progress.next_blocker_id(), text=blocker.text, created_at=now,
                                     carried_from=previous.session_id))
@@ -190,6 +206,8 @@ class Gathered:
 
 def gather(store: Store, level: str, now: datetime) -> Gathered:
     """Everything `start` needs to know; never raises for missing git, sessions or memory."""
+    from session_manager import metrics
+
     previous = previous_session(store, level)
     summary = None
     if previous is not None:
@@ -204,6 +222,9 @@ def gather(store: Store, level: str, now: datetime) -> Gathered:
             summary=previous.summary, tasks_done=[t.title for t in progress.tasks_completed],
             tasks_pending=[t.title for t in progress.tasks_pending], blockers=[b.text for b in progress.blockers],
             carried=previous.status == SessionStatus.completed,
+            learnings=[n.text + (" (todo)" if n.todo else "") for n in progress.learnings],
+            decisions=[n.text for n in progress.decisions], tasks_failed=[t.title for t in progress.tasks_failed],
+            score=metrics.compute(previous).score,
         )
     context = StartContext(gathered_at=now, git=git_facts(store.root), previous=summary,
                            known_issues=known_issues(store.claude_dir))
@@ -233,8 +254,13 @@ def _ratio(part: float | None, whole: float | None) -> float | None:
 
 
 def _task(task: Task) -> dict[str, Any]:
-    return {"id": task.id, "title": task.title, "created": _when(task.created_at), "done": _when(task.done_at),
-            "carried_from": task.carried_from}
+    return {"id": task.id, "ref": task.ref, "title": task.title, "created": _when(task.created_at),
+            "done": _when(task.done_at) if task.status == TaskStatus.done else None,
+            "carried_from": task.carried_from, "status": str(task.status), "agent": task.agent,
+            "estimated_minutes": task.estimated_minutes, "actual_minutes": task.actual_minutes,
+            "files": list(task.files), "tests": list(task.tests), "blockers": list(task.blockers),
+            "output": task.output, "started": _when(task.started_at),
+            "finished": _when(task.done_at)}
 
 
 def _blocker(blocker: Blocker) -> dict[str, Any]:
@@ -308,15 +334,18 @@ def template_variables(
         })
     done_tasks = [_task(t) for t in progress.tasks_completed]
     pending_tasks = [_task(t) for t in progress.tasks_pending]
+    failed_tasks = [_task(t) for t in progress.tasks_failed]
     open_blockers = [_blocker(b) for b in progress.blockers]
-    carried_tasks = [t for t in [*pending_tasks, *done_tasks] if t["carried_from"]]
+    carried_tasks = [t for t in [*pending_tasks, *done_tasks, *failed_tasks] if t["carried_from"]]
     carried_blockers = [b for b in [*open_blockers, *(_blocker(b) for b in progress.blockers_cleared)]
                         if b["carried_from"]]
     scores = [s["score"] for s in stages if s["score"] is not None and s["status"] == "completed"]
     end = state.ended_at or state.completed_at or now
     wall_minutes = _minutes(max(0.0, (end - state.started_at).total_seconds()))
-    estimated = sum(s["expected_minutes"] for s in stages if s["status"] != "skipped")
-    planned = len(done_tasks) + len(pending_tasks)
+    from session_manager import metrics as success
+    from session_manager.tasks import document
+
+    figures = success.compute(state, {name: config.stage(state.level, name).expected_minutes for name in state.stages})
     budget_usd, spent = state.budget.usd, costs.total_cost
     return {
         "session": {
@@ -333,10 +362,12 @@ def template_variables(
         "previous": _previous(start.previous) if start and start.previous else None,
         "known_issues": list(start.known_issues) if start else [],
         "stages": stages,
-        "tasks": {"pending": pending_tasks, "done": done_tasks, "carried": carried_tasks},
+        "tasks": {"pending": pending_tasks, "done": done_tasks, "failed": failed_tasks, "carried": carried_tasks,
+                  "all": sorted([*pending_tasks, *done_tasks, *failed_tasks], key=lambda t: t["id"]),
+                  "json": document(state)},
         "blockers": {"open": open_blockers, "cleared": [_blocker(b) for b in progress.blockers_cleared],
                      "carried": carried_blockers},
-        "learnings": [{"text": n.text, "at": _when(n.at), "stage": n.stage} for n in progress.learnings],
+        "learnings": [{"text": n.text, "at": _when(n.at), "stage": n.stage, "todo": n.todo} for n in progress.learnings],
         "decisions": [{"text": n.text, "at": _when(n.at), "stage": n.stage} for n in progress.decisions],
         "errors": [{"stage": e.stage, "error": e.error, "at": _when(e.at), "attempt": e.attempt,
                     "decision": e.decision} for e in state.errors],
@@ -352,12 +383,13 @@ def template_variables(
             "api_calls": [{"provider": k, "calls": v} for k, v in costs.api_calls.items()],
         },
         "metrics": {
-            "tasks_planned": planned, "tasks_done": len(done_tasks),
-            "completion_rate": _ratio(len(done_tasks), planned),
+            **figures.model_dump(),  # seed 004's success metrics (metrics.py)
+            # time efficiency's own actual/estimated minutes; `minutes_estimated` is the plan's time budget
+            "efficiency_actual": figures.minutes_actual, "efficiency_estimated": figures.minutes_estimated,
+            "minutes_actual": wall_minutes,
+            "minutes_estimated": sum(s["expected_minutes"] for s in stages if s["status"] != "skipped"),
             "stages_total": len(stages), "stages_done": sum(1 for s in stages if s["done"]),
-            "quality_score": round(sum(scores) / len(scores), 4) if scores else None, "scored_stages": len(scores),
-            "minutes_actual": wall_minutes, "minutes_estimated": estimated,
-            "time_efficiency": _ratio(wall_minutes, estimated),
+            "scored_stages": len(scores),
             "errors": state.error_count, "recoveries": state.recovery_count,
             "gate_failures": sum(s["gate_failures"] for s in stages),
             "first_try": [s["name"] for s in stages if s["first_try"]],

@@ -16,7 +16,9 @@ from pydantic import BaseModel, Field
 
 from session_manager.model import Timestamp
 from session_manager import reports
-from session_manager.reports import Summary, in_window, stage_positions, trend
+from session_manager.analytics import analyse
+from session_manager.config import Config
+from session_manager.reports import Summary, _recurring, in_window, stage_positions, trend
 
 ACTIVE = ("initialized", "in_progress", "failed")
 BARS = "▁▂▃▄▅▆▇█"
@@ -73,10 +75,16 @@ class Dashboard(BaseModel):
     stages: list[StageFigure] = Field(default_factory=list)
     quality_threshold: float = 0.85
     unreadable: list[str] = Field(default_factory=list)
+    # seed 004's session score and seed 003's lines (analytics.py)
+    score_per_day: list[MetricPoint] = Field(default_factory=list, description="mean session score (0-100) by start day")
+    cost_per_episode: list[MetricPoint] = Field(default_factory=list,
+                                                description="finished production sessions, by completion")
+    findings: list[str] = Field(default_factory=list, description="pattern detection over the window")
+    forecast: str | None = None
 
 
 def build(summaries: list[Summary], days: int, level: str | None, now: datetime, quality_threshold: float,
-          unreadable: list[str] | None = None) -> Dashboard:
+          unreadable: list[str] | None = None, config: Config | None = None) -> Dashboard:
     local = now.astimezone()
     since = (local - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
     low, high = since.timestamp(), now.timestamp()
@@ -119,7 +127,21 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
     stages = [StageFigure(stage=n, mean_seconds=round(statistics.fmean(seconds[n]), 1) if seconds.get(n) else None,
                           gate_failures=gates.get(n, 0), errors=errors.get(n, 0)) for n in names]
 
+    scores: dict[str, list[float]] = defaultdict(list)
+    for s in chosen:
+        if s.get("score") is not None:
+            scores[datetime.fromtimestamp(s["started"], UTC).astimezone().strftime("%Y-%m-%d")].append(s["score"])
+    found = analyse(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config)
+    f = found.forecast
     return Dashboard(
+        score_per_day=[MetricPoint(day=d, value=round(statistics.fmean(v), 1)) for d, v in sorted(scores.items())],
+        cost_per_episode=[MetricPoint(day=f"ep {e.episode}" if e.episode else e.session_id, value=e.usd)
+                          for e in found.cost_per_episode],
+        findings=[x.message for x in found.findings],
+        forecast=(f"{_money(f.month_to_date_usd)} spent in {f.month}; {_money(f.month_end_usd)} at month end at this"
+                  f" rate; the {f.active_sessions} active session(s) need about {_money(f.cost_to_finish_usd)} more"
+                  + (f"; the budget left buys {f.episodes_affordable} episode(s)" if f.episodes_affordable is not None
+                     else "")) if f else None,
         generated_at=now, days=days, level=level, in_progress=in_progress, finished=len(finished),
         failed=sum(1 for s in chosen if s["status"] == "failed"), errors=error_total,
         minutes_per_episode=round(statistics.fmean((s["completed"] - s["started"]) / 60 for s in finished), 1)
@@ -186,6 +208,12 @@ def text(board: Dashboard) -> str:
         lines += ["", table(("STAGE", "MEAN TIME", "GATE FAILURES", "ERRORS"),
                             [(s.stage, _minutes(s.mean_seconds), s.gate_failures or "", s.errors or "")
                              for s in board.stages])]
+    if board.score_per_day:
+        lines.insert(3, f"score per day    {sparkline([{p.day: p.value for p in board.score_per_day}.get(p.day) for p in board.cost_per_day])}")
+    if board.findings:
+        lines += ["", "Findings"] + [f"  - {x}" for x in board.findings]
+    if board.forecast:
+        lines += ["", f"Forecast: {board.forecast}"]
     if board.unreadable:
         lines += ["", f"unreadable: {', '.join(board.unreadable)} (restore with session-manager backup restore ID)"]
     return "\n".join(lines)
@@ -224,7 +252,8 @@ def _nice_max(value: float) -> float:
 
 def _frame(chart_id: str, title: str, body: list[str], height: int = H) -> str:
     return (f'<svg id="{chart_id}" class="chart" role="img" aria-labelledby="{chart_id}-title" '
-            f'viewBox="0 0 {W} {height}" width="{W}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'viewBox="0 0 {W} {height}" width="100%" preserveAspectRatio="xMidYMid meet" '
+            f'xmlns="http://www.w3.org/2000/svg">'
             f'<title id="{chart_id}-title">{_e(title)}</title>' + "".join(body) + "</svg>")
 
 
@@ -337,10 +366,64 @@ def _hbars(chart_id: str, title: str, rows: list[tuple[str, list[tuple[float, st
     return _frame(chart_id, title, body, height)
 
 
+def duration_unit(seconds: list[float]) -> tuple[str, float, str]:
+    """The unit a set of durations reads best in: (name, seconds per unit, label format)."""
+    longest = max(seconds, default=0.0)
+    if longest < 120:
+        return "seconds", 1.0, "{:.0f} s"
+    if longest < 2 * 3600:
+        return "minutes", 60.0, "{:.1f} min"
+    if longest < 3 * 86_400:
+        return "hours", 3600.0, "{:.1f} h"
+    return "days", 86_400.0, "{:.1f} d"
+
+
 def stage_chart(stages: list[StageFigure]) -> str:
-    rows = [(s.stage, [((s.mean_seconds or 0) / 60, "duration", f"{s.stage}: mean {_minutes(s.mean_seconds)}")])
+    unit, size, fmt = duration_unit([s.mean_seconds for s in stages if s.mean_seconds is not None])
+    rows = [(s.stage, [((s.mean_seconds or 0) / size, "duration", f"{s.stage}: mean {_minutes(s.mean_seconds)}")])
             for s in stages if s.mean_seconds is not None]
-    return _hbars("chart-stages", "Mean stage duration (minutes)", rows, "{:.1f} min")
+    return _hbars("chart-stages", f"Mean stage duration ({unit})", rows, fmt)
+
+
+def score_chart(points: list[MetricPoint], days: list[str]) -> str:
+    """The mean session score (0-100) per start day, as a line."""
+    title = "Session score per day (0-100)"
+    if not points or not days:
+        return _empty("chart-score", title)
+    plot_h, plot_w = H - TOP - BOTTOM, W - LEFT - RIGHT
+    step = plot_w / len(days)
+    where = {day: i for i, day in enumerate(days)}
+    coords = [(LEFT + step * (where[p.day] + 0.5), TOP + plot_h * (1 - max(0.0, min(100.0, p.value)) / 100), p)
+              for p in points if p.day in where]
+    if not coords:
+        return _empty("chart-score", title)
+    body = _y_axis(100.0, "{:.0f}", plot_h)
+    body.append(f'<polyline class="trend score" stroke="{PALETTE[1]}" '
+                f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords)}"/>')
+    body += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{PALETTE[1]}" data-day="{_e(p.day)}" '
+             f'data-score="{p.value}"><title>{_e(p.day)}: score {p.value:.0f}</title></circle>' for x, y, p in coords]
+    body += _x_labels(days, step)
+    return _frame("chart-score", title, body)
+
+
+def episode_chart(points: list[MetricPoint]) -> str:
+    """What each finished episode cost, in the order they finished."""
+    title = "Cost per episode"
+    if not points:
+        return _empty("chart-episodes", title)
+    plot_h, plot_w = H - TOP - BOTTOM, W - LEFT - RIGHT
+    top = _nice_max(max(p.value for p in points))
+    step = plot_w / len(points)
+    body = _y_axis(top, "${:,.2f}", plot_h)
+    for i, p in enumerate(points):
+        height = plot_h * p.value / top
+        body.append(f'<rect class="bar episode" data-episode="{_e(p.day)}" data-usd="{p.value}" '
+                    f'x="{LEFT + step * i + step * 0.15:.1f}" y="{TOP + plot_h - height:.1f}" '
+                    f'width="{step * 0.7:.1f}" height="{height:.1f}"><title>{_e(p.day)}: {_money(p.value)}</title></rect>')
+    every = max(1, len(points) // 10)
+    body += [f'<text class="tick" x="{LEFT + step * (i + 0.5):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">'
+             f'{_e(p.day)}</text>' for i, p in enumerate(points) if i % every == 0 or i == len(points) - 1]
+    return _frame("chart-episodes", title, body)
 
 
 def failures_chart(stages: list[StageFigure]) -> str:
@@ -381,6 +464,8 @@ svg .empty{font-size:14px}svg .bar.cost{fill:#2563eb}svg .bar.cost.over{fill:#dc
 svg .budget{stroke:#111827;stroke-width:3}
 svg .threshold{stroke:#dc2626;stroke-dasharray:4 4}svg .series{fill:none;stroke-width:2}
 svg .bar.duration{fill:#0891b2}svg .bar.gate{fill:#d97706}svg .bar.error{fill:#dc2626}
+svg.chart{display:block;width:100%;height:auto}svg .trend{fill:none;stroke-width:2}svg .bar.episode{fill:#16a34a}
+.findings li{margin:2px 0}
 .status-failed{color:#dc2626;font-weight:600}
 """
 
@@ -407,7 +492,12 @@ def html_page(board: Dashboard) -> str:
     charts = [("Cost per day against budget", cost_chart(board.cost_per_day)),
               ("Quality per metric over time", quality_chart(board.quality_per_day, days, board.quality_threshold)),
               ("Mean stage duration", stage_chart(board.stages)),
-              ("Failures by stage", failures_chart(board.stages))]
+              ("Failures by stage", failures_chart(board.stages)),
+              ("Session score", score_chart(board.score_per_day, days)),
+              ("Cost per episode", episode_chart(board.cost_per_episode))]
+    findings = "".join(f"<li>{_e(x)}</li>" for x in board.findings) or "<li class=\"muted\">nothing crossed a threshold</li>"
+    outlook = (f"<div class=\"card\"><h2>Findings and forecast</h2><ul class=\"findings\">{findings}</ul>"
+               + (f"<p>{_e(board.forecast)}</p>" if board.forecast else "") + "</div><br>")
     scope = board.level or "all levels"
     generated = board.generated_at.astimezone().strftime("%Y-%m-%d %H:%M")
     return (
@@ -418,7 +508,7 @@ def html_page(board: Dashboard) -> str:
         f" · generated {_e(generated)}</p>"
         "<div class=\"figures\">" + "".join(f"<div class=\"figure\"><span class=\"muted\">{_e(name)}</span>"
                                           f"<b>{_e(value)}</b></div>" for name, value in figures) + "</div>"
-        f"<div class=\"card\"><h2>Active sessions</h2>{sessions}</div><br>"
+        f"<div class=\"card\"><h2>Active sessions</h2>{sessions}</div><br>{outlook}"
         "<div class=\"grid2\">" + "".join(f"<div class=\"card\"><h2>{_e(title)}</h2>{chart}</div>"
                                           for title, chart in charts) + "</div>"
         + (f"<p class=\"muted\">unreadable sessions: {_e(', '.join(board.unreadable))}</p>" if board.unreadable else "")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: seed 004's task model (status, agent, estimates, files, tests, ...); see migrations
 
 
 def utcnow() -> datetime:
@@ -78,14 +78,44 @@ class StageState(Model):
     override_reason: str | None = None
     gate_failures: int = 0
     outputs: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None  # the model that ran its last completion (model selection analytics)
+
+
+class TaskStatus(StrEnum):
+    """Seed 004's task statuses."""
+
+    pending = "pending"
+    in_progress = "in_progress"
+    done = "done"
+    failed = "failed"
+    blocked = "blocked"
+
+
+OPEN_TASK = (TaskStatus.pending, TaskStatus.in_progress, TaskStatus.blocked)
 
 
 class Task(Model):
+    """Seed 004's micro-task. `actual_minutes` is measured from `started_at` to `done_at` (the time
+    it was done or failed); `blockers` keeps every reason it was blocked, `status` says if it still is."""
+
     id: int
     title: str
+    status: TaskStatus = TaskStatus.pending
+    agent: str | None = None
+    estimated_minutes: float | None = Field(default=None, ge=0)
+    actual_minutes: float | None = Field(default=None, ge=0)
+    files: list[str] = Field(default_factory=list)
+    tests: list[str] = Field(default_factory=list)
+    blockers: list[str] = Field(default_factory=list)
+    output: str | None = None
     created_at: Timestamp
+    started_at: Timestamp | None = None
     done_at: Timestamp | None = None
     carried_from: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"task-{self.id}"
 
 
 class Blocker(Model):
@@ -100,11 +130,14 @@ class Note(Model):
     text: str
     at: Timestamp
     stage: str | None = None
+    todo: bool = False  # a learning marked --todo becomes a task of the next session
 
 
 class Progress(Model):
+    # seed 003's progress lists: done tasks; open ones (pending, in progress or blocked); failed ones
     tasks_completed: list[Task] = Field(default_factory=list)
     tasks_pending: list[Task] = Field(default_factory=list)
+    tasks_failed: list[Task] = Field(default_factory=list)
     blockers: list[Blocker] = Field(default_factory=list)
     blockers_cleared: list[Blocker] = Field(default_factory=list)
     learnings: list[Note] = Field(default_factory=list)
@@ -112,7 +145,28 @@ class Progress(Model):
     percent: float = 0.0
 
     def next_task_id(self) -> int:
-        return max((t.id for t in [*self.tasks_completed, *self.tasks_pending]), default=0) + 1
+        return max((t.id for t in self.all_tasks()), default=0) + 1
+
+    def all_tasks(self) -> list[Task]:
+        """Every task in id order (the order they were added)."""
+        return sorted([*self.tasks_completed, *self.tasks_pending, *self.tasks_failed], key=lambda t: t.id)
+
+    def place(self, task: Task) -> None:
+        """Put `task` in the list its status belongs to (taking it out of any other)."""
+        for tasks in (self.tasks_completed, self.tasks_pending, self.tasks_failed):
+            if task in tasks:
+                tasks.remove(task)
+        if task.status == TaskStatus.done:
+            self.tasks_completed.append(task)
+        elif task.status == TaskStatus.failed:
+            self.tasks_failed.append(task)
+        else:
+            self.tasks_pending.append(task)
+
+    def drop(self, task: Task) -> None:
+        for tasks in (self.tasks_completed, self.tasks_pending, self.tasks_failed):
+            if task in tasks:
+                tasks.remove(task)
 
     def next_blocker_id(self) -> int:
         return max((b.id for b in [*self.blockers, *self.blockers_cleared]), default=0) + 1
@@ -137,6 +191,17 @@ class CostTracking(Model):
     tokens_used: int = 0
     api_calls: dict[str, int] = Field(default_factory=dict)
     entries: int = 0
+
+
+class Outcome(Model):
+    """What a session reports about itself at `end` (seed 004's performance tracking): bugs fixed
+    and introduced, tests passed of those run, changes documented. None: not recorded."""
+
+    bugs_fixed: int | None = Field(default=None, ge=0)
+    bugs_introduced: int | None = Field(default=None, ge=0)
+    tests_passed: int | None = Field(default=None, ge=0)
+    tests_total: int | None = Field(default=None, ge=0)
+    docs_changed: int | None = Field(default=None, ge=0)
 
 
 class Budget(Model):
@@ -196,6 +261,7 @@ class SessionState(Model):
     alerts: list[Alert] = Field(default_factory=list)
     summary: str | None = None
     claude_sessions: list[str] = Field(default_factory=list)
+    outcome: Outcome = Outcome()  # pydantic copies a model default per instance
 
     @property
     def active(self) -> bool:

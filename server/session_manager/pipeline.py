@@ -316,6 +316,8 @@ def complete_stage(
         tx.event(Event.quality_evaluated, stage=stage, attempt=attempt, overall_score=overall,
                  passed=passed, feedback=feedback)
         stage_state.overall_score = overall
+    if model:
+        stage_state.model = model
     if cost_usd or tokens:
         from session_manager import costs
 

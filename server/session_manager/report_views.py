@@ -150,9 +150,90 @@ def report_view(report: Any) -> str:
                               if report.alert_counts else "")]
     lines += [f"  {'!!' if a.severity == 'critical' else '! '} {a.session_id} {a.kind}: {a.message}"
               for a in report.alerts] or ["  none"]
+    if report.analytics is not None:
+        lines += analytics_lines(report.analytics, report.period)
     if report.unreadable:
         lines += ["", f"unreadable: {', '.join(report.unreadable)} (restore with session-manager backup restore ID)"]
     return "\n".join(lines)
+
+
+# -- seed 003's lines, seed 000's analytics, findings, forecast (analytics.py) --------------------------
+def _minutes(value: float | None) -> str:
+    return "-" if value is None else _duration(value * 60)
+
+
+def analytics_lines(a: Any, period: str) -> list[str]:
+    """The report's analytics in the terminal: the period's own lines first (today: the day's summary
+    and key learnings; week: trends, velocity, opportunities; month: production, cost per episode,
+    quality against the previous window, maturity), then quality by stage, models, findings, forecast."""
+    from session_manager.dashboard import sparkline
+    from session_manager.views import table
+
+    lines = ["", "Summary", f"  episodes produced {a.episodes_produced} · quality average {_num(a.quality_average)}"
+             f" · consistency (stdev) {_num(a.quality_consistency, 3)}"
+             f" · session score mean {_num(a.sessions.mean_score, 0)} ({a.sessions.scored} scored)"
+             f" · completion {_pct(a.sessions.mean_completion_rate)} · time {_num(a.sessions.mean_time_efficiency)}x"
+             f" estimate"]
+    lines += ["", "Key learnings"] + ([f"  - {n.text}  ({n.session_id}, {n.at:%Y-%m-%d})" for n in a.key_learnings]
+                                      or ["  none recorded"])
+    if period != "today":
+        change = f" ({_num(a.cost_change)}x later half vs earlier)" if a.cost_change is not None else ""
+        q_change = f" ({a.quality_change:+.3f})" if a.quality_change is not None else ""
+        lines += ["", "Trends", f"  cost    {sparkline([p.value for p in a.cost_trend])}{change}",
+                  f"  quality {sparkline([p.value for p in a.quality_trend])}{q_change}"]
+        if a.velocity is not None:
+            v = a.velocity
+            lines += ["", f"Velocity  {v.tasks_per_day:g} tasks/day ({v.tasks_done}) · {v.stages_per_day:g} stages/day"
+                          f" ({v.stages_done}) over {v.days:g} days"]
+            if v.minutes_per_stage:
+                lines.append(table(("STAGE", "N", "MEDIAN", "EXPECTED", "RATIO"),
+                                   [(t.stage, t.sessions, _minutes(t.median_minutes), _minutes(t.expected_minutes),
+                                     _num(t.ratio)) for t in v.minutes_per_stage], "  "))
+    if period not in ("today", "week"):
+        qi = a.quality_improvement
+        lines += ["", f"Production  {a.total_production} episodes · quality {_num(qi.current)} vs {_num(qi.previous)}"
+                      f" the window before" + (f" ({qi.change:+.3f})" if qi.change is not None else "")]
+        if a.cost_per_episode:
+            lines.append(f"  cost per episode {sparkline([e.usd for e in a.cost_per_episode])}"
+                         f"  ({_money(a.cost_per_episode[0].usd)} .. {_money(a.cost_per_episode[-1].usd)})")
+        m = a.maturity
+        lines.append(f"  maturity: recovery {_pct(m.recovery_rate)} · gate first pass {_pct(m.gate_first_pass_rate)}"
+                     f" · estimate accuracy {_pct(m.estimate_accuracy)}"
+                     f"  (weekly accuracy {sparkline([p.estimate_accuracy for p in m.series])})")
+    if a.quality_by_stage:
+        lines += ["", "Quality by stage", table(("STAGE", "N", "MEAN", "STDEV", "MIN", "MAX"),
+                                                [(q.stage, q.n, _num(q.mean), _num(q.stdev, 3), _num(q.min), _num(q.max))
+                                                 for q in a.quality_by_stage], "  ")]
+    if a.gate_analysis:
+        lines += ["", "Gates", table(("STAGE", "EVALUATED", "FIRST PASS", "FAILURES", "RATE"),
+                                     [(g.stage, g.evaluated, g.first_pass, g.failures, _pct(g.first_pass_rate))
+                                      for g in a.gate_analysis], "  ")]
+    if a.models:
+        lines += ["", "Models", table(("MODEL", "STAGE RUNS", "COST", "MEAN", "QUALITY"),
+                                      [(m.model, m.stages, _money(m.cost_usd), _money(m.mean_cost_usd),
+                                        _num(m.mean_quality)) for m in a.models], "  ")]
+    cv, te = a.cost_variance, a.token_efficiency
+    if cv.sessions:
+        lines += ["", f"Cost vs target  mean {_money(cv.mean_actual_usd)} against {_money(cv.mean_target_usd)}"
+                      f" ({'+' if (cv.mean_variance_usd or 0) >= 0 else ''}{_money(cv.mean_variance_usd)}) · over"
+                      f" {cv.over} · within {cv.under}"]
+    if te.tokens:
+        lines.append(f"Tokens  {te.tokens:,} · {_money(te.usd_per_million)} per million · "
+                     f"{te.tokens_per_finished_session or '-'} per finished session")
+    lines += ["", f"Findings ({len(a.findings)})"]
+    lines += [f"  [{f.category}] {f.message}" for f in a.findings] or ["  nothing crossed a threshold"]
+    if a.forecast is not None:
+        f = a.forecast
+        lines += ["", f"Forecast {f.month}  {_money(f.month_to_date_usd)} so far ({f.days_elapsed:g} of"
+                      f" {f.days_in_month} days) → {_money(f.month_end_usd)} at month end · {f.active_sessions}"
+                      f" active sessions need ~{_money(f.cost_to_finish_usd)} more"]
+        if f.monthly_budget_usd is not None:
+            lines.append(f"  budget {_money(f.monthly_budget_usd)}: {_money(f.remaining_budget_usd)} left buys"
+                         f" {f.episodes_affordable if f.episodes_affordable is not None else '-'} episodes at"
+                         f" {_money(f.cost_per_episode_usd)}")
+        elif f.note:
+            lines.append(f"  {f.note}")
+    return lines
 
 
 def report_context(report: Any) -> dict[str, Any]:
@@ -165,6 +246,13 @@ def report_context(report: Any) -> dict[str, Any]:
         "cost": sparkline([p.cost_usd for p in report.trend]),
         "quality": sparkline([p.quality for p in report.trend]),
     }
+    if report.analytics is not None:
+        a = report.analytics
+        data["sparklines"].update({
+            "cost_per_episode": sparkline([e.usd for e in a.cost_per_episode]),
+            "estimate_accuracy": sparkline([p.estimate_accuracy for p in a.maturity.series]),
+            "first_pass": sparkline([p.gate_first_pass_rate for p in a.maturity.series]),
+        })
     return {"report": data}
 
 

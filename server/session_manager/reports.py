@@ -34,6 +34,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from session_manager.analytics import Analytics, analyse
+from session_manager.config import Config
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
@@ -114,7 +116,14 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
         "claude_sessions": list(data.get("claude_sessions", [])),
         # the pipeline ran to its end: no stage pending, running, failed or retrying
         "pipeline_done": all(s.get("status") in DONE_STATUSES for s in stages.values()),
+        **_analytics_fields(data),  # tasks, score, learnings, blockers, stage scores and models
     }
+
+
+def _analytics_fields(data: dict[str, Any]) -> Summary:
+    from session_manager.analytics import summary_fields
+
+    return summary_fields(data)
 
 
 def finished(s: Summary) -> bool:
@@ -489,6 +498,7 @@ class Report(BaseModel):
     alert_counts: dict[str, int] = Field(default_factory=dict, description="by `kind/severity`")
     trend: list[DayPoint] = Field(default_factory=list)
     unreadable: list[str] = Field(default_factory=list, description="sessions whose state file could not be read")
+    analytics: Analytics | None = Field(None, description="seed 003's lines, seed 000's analytics, findings, forecast")
 
 
 # -- building it ------------------------------------------------------------------------------------
@@ -523,7 +533,8 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 def build(summaries: list[Summary], period: str, since: datetime, until: datetime, level: str | None,
-          now: datetime, cost_alert_ratio: float, unreadable: list[str] | None = None) -> Report:
+          now: datetime, cost_alert_ratio: float, unreadable: list[str] | None = None,
+          config: Config | None = None) -> Report:
     low, high = since.timestamp(), until.timestamp()
     chosen = in_window(summaries, low, high)
     inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
@@ -612,7 +623,9 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
                   stage_seconds=stage_seconds, gate_failures=gate_failures, recurring_errors=recurring,
                   errors=error_total, bypasses=bypasses, bypass_count=len(bypassed), alerts=alerts,
                   alert_counts=alert_counts,
-                  trend=trend(chosen, since, until, inside), unreadable=unreadable or [])
+                  trend=trend(chosen, since, until, inside), unreadable=unreadable or [],
+                  analytics=analyse(summaries, chosen, since, until, level, now, recurring, positions, config,
+                                    _day_cache()))
 
 
 def stage_positions(summaries: list[Summary]) -> dict[str, int]:

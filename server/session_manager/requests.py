@@ -8,6 +8,7 @@ place with one message.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -121,6 +122,16 @@ class UpdateRequest(Request):
     clear_blockers: Annotated[list[Title] | None, Field(max_length=200, description="blocker #ids or exact texts")] = None
     learnings: Annotated[list[Text] | None, Field(max_length=200)] = None
     decisions: Annotated[list[Text] | None, Field(max_length=200)] = None
+    todo: Annotated[bool, Field(description="these learnings become tasks of the next session")] = False
+
+
+def _count(value: int) -> int:
+    if value < 0 or value > 10**7:
+        raise ValueError("must be between 0 and 10000000")
+    return value
+
+
+Tally = Annotated[int, AfterValidator(_count)]  # bounds by validator: the MCP schema stays small
 
 
 class EndRequest(Request):
@@ -128,6 +139,18 @@ class EndRequest(Request):
     summary: Annotated[Text | None, Field(description="what the session achieved")] = None
     abandoned: Annotated[bool, Field(description="end it as abandoned instead of completed")] = False
     close_open_stages: Annotated[bool, Field(description="end even with stages in progress: they are closed")] = False
+    # seed 004's outcome figures (metrics.py); bounds checked by validators to keep the MCP schema small
+    bugs_fixed: Tally | None = None
+    bugs_introduced: Tally | None = None
+    tests_passed: Tally | None = None
+    tests_total: Tally | None = None
+    docs_changed: Tally | None = None
+
+    @model_validator(mode="after")
+    def _tests(self) -> EndRequest:
+        if self.tests_passed is not None and (self.tests_total is None or self.tests_passed > self.tests_total):
+            raise ValueError("tests_passed needs tests_total, and cannot exceed it")
+        return self
 
 
 class StageStartRequest(Request):
@@ -349,3 +372,52 @@ class SetupRequest(Request):
     standalone: Annotated[bool, Field(description="without the plugin: also register the MCP server (.mcp.json)"
                                                   " and the hooks (.claude/settings.json)")] = False
     statusline: Annotated[bool, Field(description="also install the status line (statusLine in the settings)")] = False
+
+# -- tasks (seed 004) ------------------------------------------------------------------------
+# Bounds are checked by validators rather than shown in the schema: the MCP tools/list has a
+# 16 KB budget, and these fields' names say what they are.
+def _bounded(limit: int) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        value = _clean_text(value)
+        if len(value) > limit:
+            raise ValueError(f"must be at most {limit} characters")
+        return value
+
+    return check
+
+
+def _at_most(limit: int) -> Callable[[list[str]], list[str]]:
+    def check(value: list[str]) -> list[str]:
+        if len(value) > limit:
+            raise ValueError(f"must have at most {limit} items")
+        return value
+
+    return check
+
+
+Short = Annotated[str, AfterValidator(_bounded(500))]
+Long = Annotated[str, AfterValidator(_bounded(4000))]
+Shorts = Annotated[list[Short], AfterValidator(_at_most(200))]
+Agent = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+Minutes = Annotated[float, Field(ge=0, le=100_000), AfterValidator(_finite)]
+
+
+class TaskRequest(Request):
+    session_id: OptionalId = None
+    action: Literal["add", "start", "done", "fail", "block", "unblock", "edit", "remove"]
+    items: Annotated[Shorts, Field(description="add: titles; else refs (task-N, #N, title)")]
+    title: Annotated[Short | None, Field(description="edit: new title")] = None
+    agent: Agent | None = None
+    estimate: Annotated[Minutes | None, Field(description="minutes")] = None
+    files: Shorts | None = None
+    tests: Shorts | None = None
+    output: Long | None = None
+    reason: Long | None = None
+
+    @model_validator(mode="after")
+    def _targets(self) -> TaskRequest:
+        if not self.items:
+            raise ValueError("give one or more task titles (add) or refs (task-N, #N or the exact title)")
+        if self.action == "edit" and len(self.items) > 1:
+            raise ValueError("edit changes one task at a time")
+        return self

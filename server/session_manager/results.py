@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from session_manager.metrics import SessionMetrics
 from session_manager.model import Alert, Metadata, SessionState, Timestamp
 from session_manager.phases import PhaseProgress
 
@@ -66,6 +67,8 @@ class StageContext(BaseModel):
     feedback: list[str] = Field(default_factory=list, description="gate feedback: this stage's, and the previous stage's failed attempts")
     notes: str | None = None
     learnings: list[str] = Field(default_factory=list, description="learnings recorded during the previous stage")
+
+    metrics: SessionMetrics | None = Field(None, description="seed 004's success metrics (metrics.py)")
 
 
 class StageDecision(BaseModel):

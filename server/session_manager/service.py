@@ -25,6 +25,7 @@ from session_manager.config import CONFIG_NAME, Config, load_config
 from session_manager.errors import (
     CorruptState,
     InvalidInput,
+    SessionError,
     InvalidTransition,
     NotFound,
     TemplateError,
@@ -40,7 +41,6 @@ from session_manager.model import (
     SessionState,
     SessionStatus,
     StageState,
-    Task,
     dump_json,
     utcnow,
 )
@@ -58,6 +58,7 @@ from session_manager.requests import (
     StageCompleteRequest,
     StageStartRequest,
     StartRequest,
+    TaskRequest,
     UpdateRequest,
 )
 from session_manager.requests import (
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
     from session_manager.trail import Trail
     from session_manager.dashboard import Dashboard
     from session_manager.reports import Report
+    from session_manager.tasks import TaskResult
     from session_manager.usage import BindResult as UsageBindResult  # noqa: F401
     from session_manager.usage import UsageAttachResult, UsageReport
     from session_manager.batch import BatchNext, BatchReport, BatchStatus
@@ -105,6 +107,7 @@ if TYPE_CHECKING:  # imported when their operations run: git and jinja stay off 
 Req = TypeVar("Req", bound=BaseModel)
 Res = TypeVar("Res")
 DURATIONS_FILE = "durations.json"
+OUTCOME_FIELDS = ("bugs_fixed", "bugs_introduced", "tests_passed", "tests_total", "docs_changed")
 DURATION_SAMPLES = 50
 
 
@@ -311,7 +314,9 @@ class Service:
             if carried:
                 events.append({"session_id": session_id, "at": event["at"], "actor": self.actor,
                                "event": "carried_over", **carried})
-            return {STATE_FILE: dump_json(state), METADATA_FILE: dump_json(metadata),
+            from session_manager import tasks
+
+            return {STATE_FILE: dump_json(state), METADATA_FILE: dump_json(metadata), tasks.TASKS_FILE: tasks.dump(state),
                     EVENTS_FILE: "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events),
                     context.CONTEXT_FILE: gathered.dump()}
 
@@ -326,8 +331,11 @@ class Service:
         estimate = None
         if state.active:
             estimate = pipeline.estimate_remaining_seconds(state, self.config, self._durations(), self.clock())
+        from session_manager import metrics
+
         return SessionDetail(state=state, metadata=self.store.read_metadata(session_id),
                              estimate_remaining_seconds=estimate,
+                             metrics=metrics.compute(state, self._expected_minutes(state.level)),
                              folder=str(self.store.session_dir(session_id).relative_to(self.root)),
                              phases=self._phases(state))
 
@@ -413,17 +421,15 @@ class Service:
 
     @operation
     def update(self, req: UpdateRequest) -> SessionDetail:
+        from session_manager import tasks
+
         session_id = self.resolve_id(req.session_id)
         with self._transaction(session_id) as tx:
             state, progress, now = tx.state, tx.state.progress, tx.now
             if state.status in (SessionStatus.completed, SessionStatus.abandoned) and state.ended_at:
                 raise InvalidTransition(f"session {session_id} has ended ({state.status}); it cannot change")
             for ref in req.complete_tasks or []:
-                task = _find(progress.tasks_pending, ref, "pending task", lambda t: t.title)
-                progress.tasks_pending.remove(task)
-                task.done_at = now
-                progress.tasks_completed.append(task)
-                tx.event("task_completed", task_id=task.id, title=task.title)
+                tasks.move(tx, tasks.find(progress, ref), "done")
             for ref in req.clear_blockers or []:
                 blocker = _find(progress.blockers, ref, "blocker", lambda b: b.text)
                 progress.blockers.remove(blocker)
@@ -431,19 +437,20 @@ class Service:
                 progress.blockers_cleared.append(blocker)
                 tx.event("blocker_cleared", blocker_id=blocker.id, text=blocker.text)
             for title in req.add_tasks or []:
-                task = Task(id=progress.next_task_id(), title=title, created_at=now)
-                progress.tasks_pending.append(task)
-                tx.event("task_added", task_id=task.id, title=title)
+                tasks.add(tx, title)
             for text in req.blockers or []:
                 blocker = Blocker(id=progress.next_blocker_id(), text=text, created_at=now)
                 progress.blockers.append(blocker)
                 tx.event("blocker_added", blocker_id=blocker.id, text=text)
             for kind, texts in (("learning", req.learnings), ("decision", req.decisions)):
+                todo = req.todo and kind == "learning"
                 for text in texts or []:
-                    getattr(progress, kind + "s").append(Note(text=text, at=now, stage=state.current_stage))
-                    tx.event(f"{kind}_added", text=text)
+                    getattr(progress, kind + "s").append(Note(text=text, at=now, stage=state.current_stage, todo=todo))
+                    tx.event(f"{kind}_added", text=text, **({"todo": True} if todo else {}))
             if not tx.events:
                 raise InvalidInput("nothing to update: give tasks, blockers, learnings or decisions")
+            if req.add_tasks or req.complete_tasks:
+                tasks.write(tx)
             self._finish(tx)
         self._after_change(session_id, "update")
         return self.show(session_id=session_id)
@@ -471,7 +478,15 @@ class Service:
             state.ended_at = tx.now
             if req.summary:
                 state.summary = req.summary
-            tx.event("session_ended", status=str(state.status), summary=req.summary)
+            recorded = {key: getattr(req, key) for key in OUTCOME_FIELDS if getattr(req, key) is not None}
+            state.outcome = state.outcome.model_copy(update=recorded)
+            from session_manager import metrics, tasks
+
+            figures = metrics.compute(state, self._expected_minutes(state.level))
+            tx.event("session_ended", status=str(state.status), summary=req.summary, **recorded,
+                     completion_rate=figures.completion_rate, time_efficiency=figures.time_efficiency,
+                     score=figures.score)
+            tasks.write(tx)
             self._finish(tx)
         self._after_change(session_id, "session end")
         return self.show(session_id=session_id)
@@ -752,7 +767,7 @@ class Service:
         summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
                                                        since.timestamp(), until.timestamp())
         report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
-                               self.config.alerts.cost_ratio, unreadable)
+                               self.config.alerts.cost_ratio, unreadable, self.config)
         return self._usage_figures(report, summaries)
 
     @operation
@@ -767,7 +782,7 @@ class Service:
         summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
                                                        (now - timedelta(days=req.days + 1)).timestamp())
         return dashboard.build(summaries, req.days, req.level.name if req.level else None, now,
-                               self.config.alerts.quality_min, unreadable)
+                               self.config.alerts.quality_min, unreadable, self.config)
 
 
     # -- cost attribution (helper-c) ------------------------------------------------------
@@ -1031,6 +1046,46 @@ class Service:
         self._project_backup("templates evolved")
         undo = f"session-manager backup restore --project-files --at {before[:12]}" if before else None
         return result.model_copy(update={"applied": True, "written": written, "backup_before": before, "undo": undo})
+
+    # -- tasks (seed 004) ----------------------------------------------------------------
+    def _expected_minutes(self, level: str) -> dict[str, float | None]:
+        """Each stage's expected minutes from the config (for time efficiency)."""
+        try:
+            return {stage.name: stage.expected_minutes for stage in self.config.pipeline(level)}
+        except SessionError:
+            return {}
+
+    @operation
+    def task(self, req: TaskRequest) -> TaskResult:
+        """Seed 004's task lifecycle: add, start, done, fail, block, unblock, edit, remove; journalled,
+        with `tasks.json` written in the same transaction."""
+        from session_manager import tasks
+
+        session_id = self.resolve_id(req.session_id)
+        with self._transaction(session_id) as tx:
+            state, touched = tx.state, []
+            if state.ended_at is not None:
+                raise InvalidTransition(f"session {session_id} has ended ({state.status}); its tasks cannot change")
+            if req.action == "add":
+                for title in req.items:
+                    touched.append(tasks.add(tx, title, req.agent, req.estimate, req.files, req.tests))
+            else:
+                for ref in req.items:
+                    task = tasks.find(state.progress, ref)
+                    if req.action == "edit":
+                        tasks.edit(tx, task, {"title": req.title, "agent": req.agent, "estimated_minutes": req.estimate,
+                                              "files": req.files, "tests": req.tests, "output": req.output})
+                    elif req.action == "remove":
+                        tasks.remove(tx, task, req.reason)
+                    else:
+                        tasks.move(tx, task, req.action, req.output, req.reason)
+                    touched.append(task)
+            tasks.write(tx)
+            self._finish(tx)
+        self._after_change(session_id, "update")
+        return tasks.TaskResult(session_id=session_id, action=req.action, tasks=[tasks.entry(t) for t in touched],
+                                metrics=tasks.task_metrics(tx.state.progress))
+
 
 def _user() -> str | None:
     try:

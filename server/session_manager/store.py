@@ -308,6 +308,45 @@ def undo_append(path: Path, before: int, after: int) -> None:
         os.close(fd)
 
 
+def cut_unapplied(path: Path, revision: int, window: int = 65_536) -> None:
+    """Cut off the journal's last lines whose `rev` is above `revision`: lines written ahead for a
+    change whose state never landed (a process killed between the two writes). Called under the
+    session lock just before a new change is journalled, so the next change never reuses their
+    `rev` (which would make them look applied). Only the tail is read; best effort."""
+    try:
+        fd = open_fd(path, os.O_RDWR)
+    except (OSError, UnsafePath):
+        return
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - window)
+        tail = os.pread(fd, size - start, start)
+        cut = size
+        lines = tail.split(b"\n")
+        position = size - len(lines[-1])  # the (usually empty) text after the last newline
+        if lines[-1].strip():
+            return  # a torn last line: leave the tail to the reader
+        for line in reversed(lines[:-1]):
+            position -= len(line) + 1
+            if position < start or (start and position == start):
+                break  # the window starts mid-line: go no further
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                break
+            rev = record.get("rev") if isinstance(record, dict) else None
+            if type(rev) is not int or rev <= revision:
+                break
+            cut = position
+        if cut < size:
+            os.ftruncate(fd, cut)
+            os.fdatasync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Every complete line of a JSON-lines file that holds a JSON object, and how many lines were
     skipped: unreadable (a torn last line after a crash, bad bytes, nesting too deep) or of the
@@ -383,8 +422,11 @@ class Transaction:
         mark: tuple[int, int] | None = None
         level = checked.level
         token: str | None = None
+
+        undo: list[tuple[Path, Path | None]] = []  # the session files replaced, and their old version
         try:
             if self.events:
+                cut_unapplied(journal, checked.revision - 1)  # a killed change's lines must not look applied
                 records = [{"session_id": self.session_id, **record, "rev": checked.revision}
                            for record in self.events]
                 cut_unapplied_tail(journal, checked.revision - 1)
@@ -402,23 +444,58 @@ class Transaction:
                 path = self.folder / relative
                 guard(path.parent)
                 path.parent.mkdir(parents=True, exist_ok=True)
+                undo.append((path, _keep_old(path)))
                 atomic_write(path, body, sync_dir=False)
                 folders.add(path.parent)
             atomic_write(self.folder / STATE_FILE, text, sync_dir=False)
         except OSError as exc:
+            _put_back(undo)
             if mark is not None:
                 undo_append(journal, *mark)
             if exc.errno in FULL_DISK:
                 raise storage_error(exc, f"session {self.session_id}") from None
             raise
         except BaseException:
+            _put_back(undo)
             if mark is not None:
                 undo_append(journal, *mark)
             raise
+        for path, kept in undo:
+            if kept is not None and kept != path:
+                kept.unlink(missing_ok=True)
         for folder in folders:  # one folder sync per transaction, not one per file
             _fsync_dir(folder)
         if token is not None:
             self.store.index.settle(self.session_id, level, str(checked.status))
+
+
+def _keep_old(path: Path) -> Path | None:
+    """A hard link to the file about to be replaced (no copy, no space), so a failed commit can put
+    it back; `path` itself when there was no file (a failed commit removes the new one); None when
+    it cannot be kept (no hard links here): that file then stays as written. Runs under the
+    session lock, so one name per file is enough."""
+    if not os.path.lexists(path):
+        return path
+    kept = path.with_name(f".{path.name}.undo")
+    try:
+        kept.unlink(missing_ok=True)
+        os.link(path, kept, follow_symlinks=False)
+    except OSError:
+        return None
+    return kept
+
+
+def _put_back(undo: list[tuple[Path, Path | None]]) -> None:
+    """After a failed commit: each session file replaced goes back to its old version (a new one is
+    removed), so the folder is as it was, byte for byte."""
+    for path, kept in reversed(undo):
+        try:
+            if kept == path:
+                path.unlink(missing_ok=True)
+            elif kept is not None:
+                os.replace(kept, path)
+        except OSError:
+            pass
 
 
 class Journal:

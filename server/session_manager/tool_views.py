@@ -39,6 +39,7 @@ class SessionView(View):
     alerts: list[str]
     minutes_left: float | None = None
     summary: str | None = None
+    metrics: str | None = None
 
     @classmethod
     def of(cls, detail: SessionDetail) -> SessionView:
@@ -50,13 +51,15 @@ class SessionView(View):
             stages=[_stage_line(name, stage) for name, stage in state.stages.items()],
             total_cost=state.cost_tracking.total_cost, budget_usd=state.budget.usd,
             quality=state.quality_overall, errors=state.error_count,
-            tasks_pending=[f"#{t.id} {t.title}" for t in progress.tasks_pending],
+            tasks_pending=[f"#{t.id} {t.title}" + ("" if t.status == "pending" else f" ({t.status})")
+                           for t in progress.tasks_pending],
             tasks_done=len(progress.tasks_completed),
             blockers=[f"#{b.id} {b.text}" for b in progress.blockers],
             alerts=alert_lines(state.alerts),
             minutes_left=(round(detail.estimate_remaining_seconds / 60, 1)
                           if detail.estimate_remaining_seconds is not None else None),
             summary=state.summary,
+            metrics=_metrics_text(detail),
         )
 
 
@@ -112,6 +115,7 @@ class ReportView(View):
     recurring_errors: list[str]
     alerts: list[str]
     trend: list[str]
+    analytics: AnalyticsView | None = None
 
     @classmethod
     def of(cls, report: Any) -> ReportView:
@@ -133,6 +137,7 @@ class ReportView(View):
             alerts=[alert_line(a, a.session_id) for a in report.alerts],
             trend=[f"{d.day}: {d.sessions} run, {d.finished} done, ${d.cost_usd:.2f}"
                    + (f", q {d.quality:.2f}" if d.quality is not None else "") for d in report.trend],
+            analytics=analytics_of(report),
         )
 
 
@@ -338,3 +343,49 @@ def batch(result: Any) -> BatchView:
         in_progress=result.in_progress, waiting=result.waiting, done=result.done, total_cost=result.total_cost,
         members=[f"{m.session_id} {m.state} {m.current_stage or '-'} {m.progress_percent:.0f}% ${m.cost_usd:.2f}"
                  for m in result.members])
+
+# -- tasks and metrics (seed 004) -------------------------------------------------------------------
+def _metrics_text(detail: SessionDetail) -> str | None:
+    from session_manager.views import metrics_line
+
+    m = detail.metrics
+    return metrics_line(m) if m is not None and (m.score is not None or m.tasks_planned) else None
+
+
+class TaskView(View):
+    """Tasks changed (`task-N status: title`) and the session's task metrics (seed 004's names)."""
+
+    session_id: str
+    action: str
+    tasks: list[str]
+    metrics: dict[str, float]
+
+
+def task(result: Any) -> TaskView:
+    return TaskView(session_id=result.session_id, action=result.action,
+                    tasks=[f"{t['id']} {t['status']}: {t['title']}" for t in result.tasks],
+                    metrics=result.metrics.model_dump())
+
+
+class AnalyticsView(View):
+    """A report's analytics in short lines (the figures are in `session_report`'s full JSON via the CLI)."""
+
+    learnings: list[str]
+    findings: list[str]
+    quality_by_stage: list[str]
+    forecast: str | None = None
+    score_mean: float | None = None
+
+
+def analytics_of(report: Any) -> AnalyticsView | None:
+    a = report.analytics
+    if a is None:
+        return None
+    f = a.forecast
+    return AnalyticsView(
+        learnings=[n.text for n in a.key_learnings], findings=[x.message for x in a.findings],
+        quality_by_stage=[f"{q.stage}: {q.mean:.2f} (n {q.n}, sd {q.stdev:.3f})" for q in a.quality_by_stage],
+        forecast=(f"{f.month}: ${f.month_to_date_usd:.2f} so far, ${f.month_end_usd or 0:.2f} at month end;"
+                  f" active sessions need ${f.cost_to_finish_usd:.2f}"
+                  + (f"; {f.episodes_affordable} episodes affordable" if f.episodes_affordable is not None else ""))
+        if f else None, score_mean=a.sessions.mean_score)

@@ -65,6 +65,8 @@ def session_detail(detail: SessionDetail) -> str:
     lines.append(cost)
     if state.ended_at:
         lines.append(f"ended {when(state.ended_at)}" + (f": {state.summary}" if state.summary else ""))
+    if detail.metrics is not None and (detail.metrics.score is not None or detail.metrics.tasks_planned):
+        lines.append(metrics_line(detail.metrics))
     lines.append("")
     rows = []
     for index, (name, stage) in enumerate(state.stages.items(), 1):
@@ -81,11 +83,12 @@ def session_detail(detail: SessionDetail) -> str:
                                                                                   if p.cost_usd else "")
                                              for p in detail.phases))
     progress = state.progress
-    if progress.tasks_pending or progress.tasks_completed:
-        lines += ["", f"Tasks ({len(progress.tasks_pending)} pending, {len(progress.tasks_completed)} done)"]
-        lines += [f"  [ ] #{t.id} {t.title}" + (f"  (from {t.carried_from})" if t.carried_from else "")
-                  for t in progress.tasks_pending]
-        lines += [f"  [x] #{t.id} {t.title}" for t in progress.tasks_completed[-5:]]
+    if progress.tasks_pending or progress.tasks_completed or progress.tasks_failed:
+        failed = f", {len(progress.tasks_failed)} failed" if progress.tasks_failed else ""
+        lines += ["", f"Tasks ({len(progress.tasks_pending)} open, {len(progress.tasks_completed)} done{failed})"]
+        lines += [task_line(t) for t in progress.tasks_pending]
+        lines += [task_line(t) for t in progress.tasks_failed[-5:]]
+        lines += [task_line(t) for t in progress.tasks_completed[-5:]]
     if progress.blockers:
         lines += ["", "Blockers"] + [f"  ! #{b.id} {b.text}" for b in progress.blockers]
     for title, notes in (("Learnings", progress.learnings), ("Decisions", progress.decisions)):
@@ -121,6 +124,8 @@ def update_summary(detail: SessionDetail, request: Any) -> str:
 def ended(detail: SessionDetail) -> str:
     state = detail.state
     lines = [f"ended {state.session_id} ({state.status})"]
+    if detail.metrics is not None:
+        lines.append("  " + metrics_line(detail.metrics))
     pending, blockers = len(state.progress.tasks_pending), len(state.progress.blockers)
     if state.status == "completed" and (pending or blockers):
         lines.append(f"  {plural(pending, 'pending task')} and {plural(blockers, 'open blocker')} carry over to"
@@ -286,4 +291,52 @@ def evolution(result: Any, options: dict[str, Any]) -> str:
             lines.append(f"undo: {result.undo}")
     else:
         lines += ["", "nothing written; `session-manager templates evolve --apply` writes this"]
+
+# -- tasks and metrics (seed 004) -------------------------------------------------------------------
+TASK_MARKS = {"pending": "[ ]", "in_progress": "[>]", "done": "[x]", "failed": "[-]", "blocked": "[!]"}
+
+
+def task_line(task: Any) -> str:
+    """`  [>] task-2 fix the bug  (backend, 30m est, 12m)`"""
+    facts = [task.agent] if task.agent else []
+    if task.estimated_minutes is not None:
+        facts.append(f"{task.estimated_minutes:g}m est")
+    if task.actual_minutes is not None:
+        facts.append(f"{task.actual_minutes:g}m")
+    if task.status == "blocked" and task.blockers:
+        facts.append(f"blocked: {task.blockers[-1][:40]}")
+    if task.carried_from:
+        facts.append(f"from {task.carried_from}")
+    return f"  {TASK_MARKS.get(str(task.status), '[?]')} #{task.id} {task.title}" + (
+        f"  ({', '.join(facts)})" if facts else "")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def metrics_line(m: Any) -> str:
+    """`score 82/100 · completion 80% (8/10 tasks) · quality 1.00 (tests) · time 1.17x estimate`"""
+    parts = [f"score {m.score}/100" if m.score is not None else "score -"]
+    done = f" ({m.tasks_done}/{m.tasks_planned} tasks)" if m.tasks_planned else ""
+    parts.append(f"completion {_pct(m.completion_rate)}{done}")
+    if m.quality_score is not None:
+        parts.append(f"quality {m.quality_score:.2f} ({m.quality_source})")
+    if m.time_efficiency is not None:
+        parts.append(f"time {m.time_efficiency:.2f}x estimate ({m.minutes_actual:g}/{m.minutes_estimated:g} min)")
+    if m.bug_rate is not None:
+        parts.append(f"bug rate {m.bug_rate:.2f}")
+    if m.docs_coverage is not None:
+        parts.append(f"docs {_pct(m.docs_coverage)}")
+    return " · ".join(parts)
+
+
+def task_result(result: Any) -> str:
+    verbs = {"add": "added", "start": "started", "done": "done", "fail": "failed", "block": "blocked",
+             "unblock": "unblocked", "edit": "edited", "remove": "removed"}
+    m = result.metrics
+    lines = [f"{result.session_id}: {verbs[result.action]} " + ", ".join(f"{t['id']} {t['title']!r}"
+                                                                          for t in result.tasks)]
+    lines.append(f"  tasks {m.totalTasks}: {m.completed} done, {m.failed} failed, {m.blocked} blocked"
+                 f" · {m.timeSpent:g} of {m.timeEstimated:g} estimated min")
     return "\n".join(lines)
