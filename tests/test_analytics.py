@@ -222,10 +222,12 @@ def test_forecast_month_end_cost_to_finish_and_episodes(history: Path) -> None:
     assert forecast.month == "2026-10" and forecast.month_to_date_usd == 239.6
     assert forecast.days_elapsed == round(27 + 23 / 24, 2)
     assert forecast.month_end_usd == round(239.6 / (27 + 23 / 24) * 31, 4)
-    # the rest at the history's mean per stage: synthesis (60 + 180) / 240 = 1.00, review 180 / 240 = 0.75, audio 1.00
-    assert forecast.active_sessions == 1 and forecast.cost_to_finish_usd == 2.75
+    # the rest at the mean per stage of the report's window (the recent history, which holds the
+    # regression: reports read only their window): sessions 184..239 are all after i = 120, so
+    # synthesis 1.50, review (14 retried x 1.50 + 42 x 0.50) / 56 = 0.75, audio 1.00 -> 3.25
+    assert forecast.active_sessions == 1 and forecast.cost_to_finish_usd == 3.25
     # the month's window (09-28 23:00 .. now): 61 finished episodes; the budget left buys whole episodes
-    assert forecast.remaining_budget_usd == round(500 - 239.6 - 2.75, 4)
+    assert forecast.remaining_budget_usd == round(500 - 239.6 - 3.25, 4)
     assert forecast.episodes_affordable == int(forecast.remaining_budget_usd // forecast.cost_per_episode_usd)
 
 

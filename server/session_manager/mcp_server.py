@@ -153,6 +153,10 @@ def _input_schema(name: str) -> dict[str, Any]:
         properties.pop(name, None)
     if "required" in schema:
         schema["required"] = [name for name in schema["required"] if name in properties]
+    for prop in properties.values():  # optional means "omit it": `null` is accepted, not advertised
+        kinds = prop.get("type")
+        if isinstance(kinds, list) and "null" in kinds and len(kinds) == 2:
+            prop["type"] = next(kind for kind in kinds if kind != "null")
     schema["properties"] = properties
     schema["additionalProperties"] = False
     return schema

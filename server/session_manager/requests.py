@@ -211,10 +211,10 @@ class RecordCostRequest(Request):
     session_id: OptionalId = None
     stage: Annotated[StageName | None, Field(description="the stage the cost belongs to")] = None
     model: Annotated[ModelName | None, Field(description="the model that used the tokens, e.g. claude-sonnet-4-5")] = None
-    input_tokens: Annotated[Count, Field(description="input tokens")] = 0
-    output_tokens: Annotated[Count, Field(description="output tokens")] = 0
-    cache_write_tokens: Annotated[Count, Field(description="cache write (creation) tokens")] = 0
-    cache_read_tokens: Annotated[Count, Field(description="cache read tokens")] = 0
+    input_tokens: Count = 0
+    output_tokens: Count = 0
+    cache_write_tokens: Annotated[Count, Field(description="cache creation tokens")] = 0
+    cache_read_tokens: Count = 0
     calls: Annotated[dict[Provider, Count] | None, Field(max_length=50, description="API calls per provider, e.g. perplexity=3")] = None
     usd: Annotated[Money | None, Field(description="the amount in USD (skips the price table)")] = None
 
@@ -332,8 +332,7 @@ START_ONLY = ("level", "episodes", "topic", "topics_file", "max_concurrent", "bu
 
 
 class BatchRequest(Request):
-    action: Annotated[Literal["start", "status", "next", "report", "end"], Field(
-        description="default status")] = "status"
+    action: Literal["start", "status", "next", "report", "end"] = "status"
     batch_id: Annotated[BatchId | None, Field(description="omit: the active one")] = None
     level: Annotated[LevelArg | None, Field(description="start: prod")] = None
     episodes: Annotated[str | None, Field(max_length=200, pattern=r"^[0-9, -]+$",

@@ -54,6 +54,7 @@ class SessionDetail(BaseModel):
     estimate_remaining_seconds: float | None = None
     folder: str
     phases: list[PhaseProgress] = Field(default_factory=list, description="stages grouped by phase: done, cost")
+    metrics: SessionMetrics | None = Field(None, description="seed 004's success metrics (metrics.py)")
 
 
 class StageContext(BaseModel):
@@ -68,7 +69,6 @@ class StageContext(BaseModel):
     notes: str | None = None
     learnings: list[str] = Field(default_factory=list, description="learnings recorded during the previous stage")
 
-    metrics: SessionMetrics | None = Field(None, description="seed 004's success metrics (metrics.py)")
 
 
 class StageDecision(BaseModel):

@@ -291,6 +291,8 @@ def evolution(result: Any, options: dict[str, Any]) -> str:
             lines.append(f"undo: {result.undo}")
     else:
         lines += ["", "nothing written; `session-manager templates evolve --apply` writes this"]
+    return "\n".join(lines)
+
 
 # -- tasks and metrics (seed 004) -------------------------------------------------------------------
 TASK_MARKS = {"pending": "[ ]", "in_progress": "[>]", "done": "[x]", "failed": "[-]", "blocked": "[!]"}
