@@ -5,6 +5,8 @@ terminal, or as one self-contained HTML page whose charts are inline SVG (no scr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import html
 import statistics
 from collections import defaultdict
@@ -89,7 +91,10 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
     since = (local - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
     low, high = since.timestamp(), now.timestamp()
     chosen = in_window(summaries, low, high)
-    inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
+
+    def inside(epoch: float | None) -> bool:
+        return bool(epoch is not None and low <= epoch < high)
+
     running = sorted((s for s in summaries if s["status"] in ACTIVE), key=lambda s: -s["updated"])
     in_progress = [InProgress(
         session_id=s["id"], level=s["level"], status=s["status"], topic=s["topic"], stage=s["current"],
@@ -154,7 +159,7 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
 
 
 # -- terminal --------------------------------------------------------------------------------
-def sparkline(values: list[float | None]) -> str:
+def sparkline(values: Sequence[float | None]) -> str:
     """`▁▃█▅` for a series; a gap (None) is a space. Scaled from 0 (or the minimum if negative)."""
     known = [v for v in values if v is not None]
     if not known:
@@ -338,7 +343,7 @@ def quality_chart(series: dict[str, list[MetricPoint]], days: list[str], thresho
     return _frame("chart-quality", title, body)
 
 
-def _hbars(chart_id: str, title: str, rows: list[tuple[str, list[tuple[float, str, str]]]], fmt: str,
+def _hbars(chart_id: str, title: str, rows: Sequence[tuple[str, Sequence[tuple[float, str, str]]]], fmt: str,
            legend: list[tuple[str, str, str]] | None = None) -> str:
     """Horizontal bars, one row per stage; each row a stack of (value, class, tooltip)."""
     if not rows or not any(v for _, parts in rows for v, _, _ in parts):

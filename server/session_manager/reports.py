@@ -41,16 +41,8 @@ from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
 from session_manager.store import STATE_FILE, Store, atomic_write, read_bytes
 
-try:
-    from orjson import dumps as _dumps
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    import json
-
-    _loads = json.loads
-
-    def _dumps(value: Any) -> bytes:
-        return json.dumps(value, separators=(",", ":")).encode()
+from orjson import dumps as _dumps  # a declared dependency
+from orjson import loads as _loads
 
 
 CACHE_FILE = "report-cache.sqlite"
@@ -74,7 +66,7 @@ def _ts(value: Any) -> float | None:
 def _num(value: Any) -> float:
     if type(value) not in (int, float):
         raise TypeError(f"expected a number, got {value!r}")
-    return value
+    return float(value)
 
 
 def summarize(data: dict[str, Any], topic: str | None) -> Summary:
@@ -521,7 +513,7 @@ def _day(epoch: float) -> str:
 
 
 def _last_touch(s: Summary) -> float:
-    return s["ended"] or s["completed"] or s["updated"]
+    return float(s["ended"] or s["completed"] or s["updated"])
 
 
 def in_window(summaries: list[Summary], low: float, high: float) -> list[Summary]:
@@ -537,7 +529,9 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
           config: Config | None = None) -> Report:
     low, high = since.timestamp(), until.timestamp()
     chosen = in_window(summaries, low, high)
-    inside = lambda epoch: epoch is not None and low <= epoch < high  # noqa: E731
+
+    def inside(epoch: float | None) -> bool:
+        return epoch is not None and low <= epoch < high
 
     status = Counter(s["status"] for s in chosen)
     started = sum(1 for s in chosen if low <= s["started"] < high)
