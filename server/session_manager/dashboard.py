@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from session_manager.formatting import when
 from session_manager.model import Timestamp
 from session_manager import reports
 from session_manager.analytics import analyse
@@ -475,7 +476,15 @@ svg.chart{display:block;width:100%;height:auto}svg .trend{fill:none;stroke-width
 """
 
 
+PAGES = Path(__file__).resolve().parent / "pages"
+
+
 def html_page(board: Dashboard) -> str:
+    """The self-contained page (`dashboard --html`): `pages/dashboard.html.j2`, autoescaped; the
+    charts are inline SVG built here (their text is escaped where it is made)."""
+    from jinja2 import Environment, FileSystemLoader
+    from markupsafe import Markup
+
     days = [p.day for p in board.cost_per_day]
     figures = [
         ("in progress", sum(1 for s in board.in_progress if s.status != "failed")),
@@ -484,41 +493,17 @@ def html_page(board: Dashboard) -> str:
         ("dollars / episode", _money(board.dollars_per_episode)),
         ("average quality", "-" if board.average_quality is None else f"{board.average_quality:.2f}"),
     ]
-    rows = "".join(
-        f"<tr><td><code>{_e(s.session_id)}</code></td><td class=\"status-{_e(s.status)}\">{_e(s.status)}</td>"
-        f"<td>{_e(s.stage or '-')}</td><td>{_e(s.stage_status or '-')}</td>"
-        f"<td><div class=\"progress\" title=\"{s.progress_percent:.0f}%\"><span style=\"width:{s.progress_percent:.0f}%\">"
-        f"</span></div></td><td>{s.progress_percent:.0f}%</td>"
-        f"<td>{_e(_money(s.cost_usd))}{' / ' + _e(_money(s.budget_usd)) if s.budget_usd else ''}</td>"
-        f"<td>{'⚠' * s.alerts}</td><td>{_e(s.topic or '')}</td></tr>" for s in board.in_progress)
-    sessions = (f"<table><thead><tr><th>session</th><th>status</th><th>stage</th><th>stage status</th><th>progress</th>"
-                f"<th></th><th>cost</th><th>alerts</th><th>topic</th></tr></thead><tbody>{rows}</tbody></table>"
-                if rows else '<p class="muted">no session in progress</p>')
     charts = [("Cost per day against budget", cost_chart(board.cost_per_day)),
               ("Quality per metric over time", quality_chart(board.quality_per_day, days, board.quality_threshold)),
               ("Mean stage duration", stage_chart(board.stages)),
               ("Failures by stage", failures_chart(board.stages)),
               ("Session score", score_chart(board.score_per_day, days)),
               ("Cost per episode", episode_chart(board.cost_per_episode))]
-    findings = "".join(f"<li>{_e(x)}</li>" for x in board.findings) or "<li class=\"muted\">nothing crossed a threshold</li>"
-    outlook = (f"<div class=\"card\"><h2>Findings and forecast</h2><ul class=\"findings\">{findings}</ul>"
-               + (f"<p>{_e(board.forecast)}</p>" if board.forecast else "") + "</div><br>")
-    scope = board.level or "all levels"
-    generated = board.generated_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>session-manager dashboard</title><style>{STYLE}</style></head><body>"
-        f"<h1>session-manager dashboard</h1><p class=\"muted\">{_e(scope)} · last {board.days} days"
-        f" · generated {_e(generated)}</p>"
-        "<div class=\"figures\">" + "".join(f"<div class=\"figure\"><span class=\"muted\">{_e(name)}</span>"
-                                          f"<b>{_e(value)}</b></div>" for name, value in figures) + "</div>"
-        f"<div class=\"card\"><h2>Active sessions</h2>{sessions}</div><br>{outlook}"
-        "<div class=\"grid2\">" + "".join(f"<div class=\"card\"><h2>{_e(title)}</h2>{chart}</div>"
-                                          for title, chart in charts) + "</div>"
-        + (f"<p class=\"muted\">unreadable sessions: {_e(', '.join(board.unreadable))}</p>" if board.unreadable else "")
-        + "</body></html>\n"
-    )
+    env = Environment(loader=FileSystemLoader(str(PAGES)), autoescape=True, keep_trailing_newline=True)
+    page = env.get_template("dashboard.html.j2")
+    return page.render(board=board, figures=figures, charts=[(title, Markup(svg)) for title, svg in charts],
+                       style=Markup(STYLE), scope=board.level or "all levels", money=_money,
+                       generated=when(board.generated_at))
 
 
 def write_html(target: Path, text: str) -> Path:
