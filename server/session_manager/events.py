@@ -31,7 +31,13 @@ class Event(StrEnum):
     alert_cleared = "alert_cleared"
     # progress
     task_added = "task_added"
+    task_started = "task_started"
     task_completed = "task_completed"
+    task_failed = "task_failed"
+    task_blocked = "task_blocked"
+    task_unblocked = "task_unblocked"
+    task_edited = "task_edited"
+    task_removed = "task_removed"
     blocker_added = "blocker_added"
     blocker_cleared = "blocker_cleared"
     learning_added = "learning_added"
@@ -43,6 +49,11 @@ class Event(StrEnum):
     claude_session_attached = "claude_session_attached"
     # after a change
     backup_failed = "backup_failed"
+    # batches (their own journal) and the project's templates
+    batch_started = "batch_started"
+    member_added = "member_added"
+    batch_ended = "batch_ended"
+    templates_evolved = "templates_evolved"
 
 
 class Trigger(StrEnum):
@@ -62,6 +73,9 @@ class Trigger(StrEnum):
     cost_removed = "cost removed"
     usage_attached = "usage attached"
     usage_bound = "usage bound"
+    batch_start = "batch start"
+    batch_end = "batch end"
+    templates_evolved = "templates evolved"
     # backups asked for by the surfaces rather than by a change
     manual = "manual"
     interval = "interval"

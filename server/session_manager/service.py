@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from session_manager import pipeline
 from session_manager.config import CONFIG_NAME, Config, load_config
+from session_manager.events import Event, Trigger
 from session_manager.errors import (
     CorruptState,
     InvalidInput,
@@ -253,7 +254,7 @@ class Service:
         else:
             job()
 
-    def _after_change(self, session_id: str, trigger: str) -> None:
+    def _after_change(self, session_id: str, trigger: Trigger) -> None:
         """Runs after every committed change, outside the session lock (in the MCP server, after
         the answer: see `defer_after`)."""
         self._later(lambda: self._derive(session_id, trigger))
@@ -308,12 +309,12 @@ class Service:
                 created_at=now, created_by=CreatedBy(actor=self.actor, user=_user(), claude_session=req.claude_session),
             )
             event = {"session_id": session_id, "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor,
-                     "event": "session_started", "level": level.name, "episode_number": req.number,
+                     "event": Event.session_started, "level": level.name, "episode_number": req.number,
                      "topic": req.topic}
             events = [event]
             if carried:
                 events.append({"session_id": session_id, "at": event["at"], "actor": self.actor,
-                               "event": "carried_over", **carried})
+                               "event": Event.carried_over, **carried})
             from session_manager import tasks
 
             return {STATE_FILE: dump_json(state), METADATA_FILE: dump_json(metadata), tasks.TASKS_FILE: tasks.dump(state),
@@ -321,7 +322,7 @@ class Service:
                     context.CONTEXT_FILE: gathered.dump()}
 
         session_id = self.store.create_session(level, req.number, req.tag, now, build)
-        self._after_change(session_id, "session start")
+        self._after_change(session_id, Trigger.session_start)
         return self.show(session_id=session_id)
 
     @operation
@@ -435,24 +436,24 @@ class Service:
                 progress.blockers.remove(blocker)
                 blocker.cleared_at = now
                 progress.blockers_cleared.append(blocker)
-                tx.event("blocker_cleared", blocker_id=blocker.id, text=blocker.text)
+                tx.event(Event.blocker_cleared, blocker_id=blocker.id, text=blocker.text)
             for title in req.add_tasks or []:
                 tasks.add(tx, title)
             for text in req.blockers or []:
                 blocker = Blocker(id=progress.next_blocker_id(), text=text, created_at=now)
                 progress.blockers.append(blocker)
-                tx.event("blocker_added", blocker_id=blocker.id, text=text)
+                tx.event(Event.blocker_added, blocker_id=blocker.id, text=text)
             for kind, texts in (("learning", req.learnings), ("decision", req.decisions)):
                 todo = req.todo and kind == "learning"
                 for text in texts or []:
                     getattr(progress, kind + "s").append(Note(text=text, at=now, stage=state.current_stage, todo=todo))
-                    tx.event(f"{kind}_added", text=text, **({"todo": True} if todo else {}))
+                    tx.event(Event.learning_added if kind == "learning" else Event.decision_added, text=text, **({"todo": True} if todo else {}))
             if not tx.events:
                 raise InvalidInput("nothing to update: give tasks, blockers, learnings or decisions")
             if req.add_tasks or req.complete_tasks:
                 tasks.write(tx)
             self._finish(tx)
-        self._after_change(session_id, "update")
+        self._after_change(session_id, Trigger.update)
         return self.show(session_id=session_id)
 
     @operation
@@ -483,12 +484,12 @@ class Service:
             from session_manager import metrics, tasks
 
             figures = metrics.compute(state, self._expected_minutes(state.level))
-            tx.event("session_ended", status=str(state.status), summary=req.summary, **recorded,
+            tx.event(Event.session_ended, status=str(state.status), summary=req.summary, **recorded,
                      completion_rate=figures.completion_rate, time_efficiency=figures.time_efficiency,
                      score=figures.score)
             tasks.write(tx)
             self._finish(tx)
-        self._after_change(session_id, "session end")
+        self._after_change(session_id, Trigger.session_end)
         return self.show(session_id=session_id)
 
     # -- pipeline ---------------------------------------------------------------------
@@ -500,7 +501,7 @@ class Service:
         with batch.admission(self, session_id), self._transaction(session_id) as tx:  # a batch's cap (issue 17)
             outcome = pipeline.start_stage(tx, self.config, req.stage)
             self._finish(tx)
-        self._after_change(session_id, "stage start")
+        self._after_change(session_id, Trigger.stage_start)
         result = self._stage_result(tx.state, outcome)
         result.context = self._stage_context(tx.state, outcome.stage)
         return result
@@ -518,7 +519,7 @@ class Service:
         if outcome.decision in ("advanced", "completed"):
             level, seconds = tx.state.level, stage.execution_seconds
             self._later(lambda: self._remember_duration(level, req.stage, seconds))
-        self._after_change(session_id, "stage complete")
+        self._after_change(session_id, Trigger.stage_complete)
         return self._stage_result(tx.state, outcome)
 
     @operation
@@ -527,7 +528,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.record_failure(tx, self.config, req.stage, req.error, req.retryable)
             self._finish(tx)
-        self._after_change(session_id, "before recovery")
+        self._after_change(session_id, Trigger.before_recovery)
         return self._stage_result(tx.state, outcome)
 
     @operation
@@ -536,7 +537,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.resume(tx, req.from_stage)
             self._finish(tx)
-        self._after_change(session_id, "resume")
+        self._after_change(session_id, Trigger.resume)
         return self._stage_result(tx.state, outcome)
 
     def bypass(self, **kwargs: Any) -> StageResult:
@@ -553,7 +554,7 @@ class Service:
         with self._transaction(session_id) as tx:
             outcome = pipeline.override(tx, req.stage, kind, req.reason)
             self._finish(tx)
-        self._after_change(session_id, f"stage {kind}")
+        self._after_change(session_id, Trigger.stage_bypassed if kind == "bypassed" else Trigger.stage_skipped)
         return self._stage_result(tx.state, outcome)
 
     @operation
@@ -647,7 +648,7 @@ class Service:
         except BackupError as exc:
             logging.getLogger("session_manager").warning("backup failed: %s", exc)
             self.warnings.append(f"saved; the backup failed ({exc})")
-            self.store.append_event(session_id, self.actor, "backup_failed", trigger=trigger, error=str(exc))
+            self.store.append_event(session_id, self.actor, Event.backup_failed, trigger=trigger, error=str(exc))
 
     @operation
     def backup_now(self, req: BackupNowRequest) -> BackupResult:
@@ -702,7 +703,7 @@ class Service:
             booked = costs.book(tx, costs.price_table(self.config.prices), stage=req.stage, model=req.model,
                                 tokens=tokens, calls=req.calls, usd=req.usd)
             self._finish(tx)
-        self._after_change(session_id, "cost recorded")
+        self._after_change(session_id, Trigger.cost_recorded)
         return costs.result(tx.state, booked, req.stage, req.model, tokens, req.calls)
 
     @operation
@@ -752,7 +753,7 @@ class Service:
                     self._finish(tx)
         except Timeout:
             raise LockTimeout("another process held the usage bookings lock too long; try again") from None
-        self._after_change(session_id, "usage attached")
+        self._after_change(session_id, Trigger.usage_attached)
         result.total_cost, result.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
         return result
 
@@ -824,7 +825,7 @@ class Service:
                 with self._transaction(session_id) as tx:
                     if conversation not in tx.state.claude_sessions:
                         tx.state.claude_sessions.append(conversation)
-                    tx.event("claude_session_attached", claude_session=conversation, since=stamp, via=via,
+                    tx.event(Event.claude_session_attached, claude_session=conversation, since=stamp, via=via,
                              previous_session=previous)
                     usage.record_binding(self.store.claude_dir, conversation, session_id, moment, via, now)
         except Timeout:
@@ -841,7 +842,7 @@ class Service:
         session_id = self.resolve_id(req.session_id)
         recorded, previous, since = self._bind(session_id, req.claude_session, req.since, "explicit")
         if recorded:
-            self._after_change(session_id, "usage bound")
+            self._after_change(session_id, Trigger.usage_bound)
         return BindResult(session_id=session_id, claude_session=req.claude_session, since=since, recorded=recorded,
                           previous_session=previous)
 
@@ -855,7 +856,7 @@ class Service:
         with self._transaction(session_id) as tx:
             removal = costs.remove(tx, req.entry, req.reason)
             self._finish(tx)
-        self._after_change(session_id, "cost removed")
+        self._after_change(session_id, Trigger.cost_removed)
         removal.total_cost, removal.alerts = tx.state.cost_tracking.total_cost, list(tx.state.alerts)
         return removal
 
@@ -910,7 +911,7 @@ class Service:
 
         return phases.progress(state, self.config) if self.config.phases.for_level(state.level) else []
 
-    def _project_backup(self, reason: str) -> None:
+    def _project_backup(self, reason: Trigger) -> None:
         """A backup after a change that belongs to no one session (a batch, the config); a
         failure is a warning: the change is saved."""
         from session_manager.errors import BackupError
@@ -971,10 +972,10 @@ class Service:
                     current.members.append(batch.Member(session_id=session_id, episode_number=number, topic=topic,
                                                         budget_usd=detail.state.budget.usd))
                     batches.commit(current, self.actor, self.clock(),
-                                   [{"event": "member_added", "session_id": session_id, "episode_number": number}])
+                                   [{"event": Event.member_added, "session_id": session_id, "episode_number": number}])
         finally:
             self.defer_backup = saved
-        self._project_backup("batch start")
+        self._project_backup(Trigger.batch_start)
         return batch.status(self, batches.read(batch_id))
 
     def _batch_end(self, req: BatchRequest, batches: Any) -> BatchStatus:
@@ -992,8 +993,8 @@ class Service:
                     f"batch {current.batch_id} has members still active: {', '.join(active)}; end them first,"
                     " or end the batch anyway with --force (they go on alone, no longer held to the cap)")
             current.status, current.ended_at = "ended", self.clock()
-            batches.commit(current, self.actor, current.ended_at, [{"event": "batch_ended", "still_active": active}])
-        self._project_backup("batch end")
+            batches.commit(current, self.actor, current.ended_at, [{"event": Event.batch_ended, "still_active": active}])
+        self._project_backup(Trigger.batch_end)
         return batch.status(self, batches.read(chosen.batch_id))
 
     @operation
@@ -1028,7 +1029,7 @@ class Service:
         journal = evolve.journal_path(self.store)
         guard(journal.parent)
         journal.parent.mkdir(parents=True, exist_ok=True)
-        record = {"at": self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor, "event": "templates_evolved",
+        record = {"at": self.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "actor": self.actor, "event": Event.templates_evolved,
                   "written": written, "backup_before": before,
                   "proposals": [p.model_dump(mode="json", exclude={"evidence"}) for p in result.proposals]}
         mark = append_lines(journal, [record])
@@ -1043,7 +1044,7 @@ class Service:
             undo_append(journal, *mark)
             raise
         self._config = None  # the next read sees the new file
-        self._project_backup("templates evolved")
+        self._project_backup(Trigger.templates_evolved)
         undo = f"session-manager backup restore --project-files --at {before[:12]}" if before else None
         return result.model_copy(update={"applied": True, "written": written, "backup_before": before, "undo": undo})
 
@@ -1082,7 +1083,7 @@ class Service:
                     touched.append(task)
             tasks.write(tx)
             self._finish(tx)
-        self._after_change(session_id, "update")
+        self._after_change(session_id, Trigger.update)
         return tasks.TaskResult(session_id=session_id, action=req.action, tasks=[tasks.entry(t) for t in touched],
                                 metrics=tasks.task_metrics(tx.state.progress))
 

@@ -40,6 +40,7 @@ from session_manager.errors import (
     StorageFull,
     UnsafePath,
 )
+from session_manager.events import Event
 from session_manager.levels import LEVELS, Level, check_session_id, level_of, looks_like_session_id
 from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, dump_json, utcnow
 
@@ -388,7 +389,7 @@ class Transaction:
         self.files: dict[str, str] = {}
         self.moves: list[tuple[str, str]] = []
 
-    def event(self, name: str, **data: Any) -> None:
+    def event(self, name: Event, **data: Any) -> None:
         self.events.append({"at": _iso(self.now), "actor": self.actor, "event": name, **data})
 
     def write(self, relative: str, text: str) -> None:

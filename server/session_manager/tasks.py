@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from session_manager.errors import InvalidTransition, NotFound
 from session_manager.model import Progress, SessionState, Task, TaskStatus
 from session_manager.store import Transaction
+from session_manager.events import Event
 
 TASKS_FILE = "tasks.json"
 
@@ -33,8 +34,8 @@ TRANSITIONS: dict[str, tuple[tuple[TaskStatus, ...], TaskStatus | None]] = {
     "block": ((TaskStatus.pending, TaskStatus.in_progress), TaskStatus.blocked),
     "unblock": ((TaskStatus.blocked,), None),  # back to in_progress when it had started, else pending
 }
-EVENTS = {"start": "task_started", "done": "task_completed", "fail": "task_failed", "block": "task_blocked",
-          "unblock": "task_unblocked"}
+EVENTS = {"start": Event.task_started, "done": Event.task_completed, "fail": Event.task_failed,
+          "block": Event.task_blocked, "unblock": Event.task_unblocked}
 
 
 def find(progress: Progress, ref: str) -> Task:
@@ -94,7 +95,7 @@ def add(tx: Transaction, title: str, agent: str | None = None, estimate: float |
     task = Task(id=progress.next_task_id(), title=title, agent=agent, estimated_minutes=estimate,
                 files=list(files or []), tests=list(tests or []), created_at=tx.now, carried_from=carried_from)
     progress.place(task)
-    tx.event("task_added", task_id=task.id, title=title, agent=agent, estimated_minutes=estimate,
+    tx.event(Event.task_added, task_id=task.id, title=title, agent=agent, estimated_minutes=estimate,
              files=task.files or None, tests=task.tests or None)
     return task
 
@@ -106,7 +107,7 @@ def edit(tx: Transaction, task: Task, changes: dict[str, Any]) -> None:
         raise_nothing()
     for key, value in changed.items():
         setattr(task, key, list(value) if isinstance(value, list) else value)
-    tx.event("task_edited", task_id=task.id, title=task.title, changes=changed)
+    tx.event(Event.task_edited, task_id=task.id, title=task.title, changes=changed)
 
 
 def raise_nothing() -> None:
@@ -117,7 +118,7 @@ def raise_nothing() -> None:
 
 def remove(tx: Transaction, task: Task, reason: str | None) -> None:
     tx.state.progress.drop(task)
-    tx.event("task_removed", task_id=task.id, title=task.title, status=str(task.status), reason=reason)
+    tx.event(Event.task_removed, task_id=task.id, title=task.title, status=str(task.status), reason=reason)
 
 
 # -- tasks.json ------------------------------------------------------------------------------------
