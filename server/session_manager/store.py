@@ -309,45 +309,6 @@ def undo_append(path: Path, before: int, after: int) -> None:
         os.close(fd)
 
 
-def cut_unapplied(path: Path, revision: int, window: int = 65_536) -> None:
-    """Cut off the journal's last lines whose `rev` is above `revision`: lines written ahead for a
-    change whose state never landed (a process killed between the two writes). Called under the
-    session lock just before a new change is journalled, so the next change never reuses their
-    `rev` (which would make them look applied). Only the tail is read; best effort."""
-    try:
-        fd = open_fd(path, os.O_RDWR)
-    except (OSError, UnsafePath):
-        return
-    try:
-        size = os.fstat(fd).st_size
-        start = max(0, size - window)
-        tail = os.pread(fd, size - start, start)
-        cut = size
-        lines = tail.split(b"\n")
-        position = size - len(lines[-1])  # the (usually empty) text after the last newline
-        if lines[-1].strip():
-            return  # a torn last line: leave the tail to the reader
-        for line in reversed(lines[:-1]):
-            position -= len(line) + 1
-            if position < start or (start and position == start):
-                break  # the window starts mid-line: go no further
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError):
-                break
-            rev = record.get("rev") if isinstance(record, dict) else None
-            if type(rev) is not int or rev <= revision:
-                break
-            cut = position
-        if cut < size:
-            os.ftruncate(fd, cut)
-            os.fdatasync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     """Every complete line of a JSON-lines file that holds a JSON object, and how many lines were
     skipped: unreadable (a torn last line after a crash, bad bytes, nesting too deep) or of the
@@ -427,7 +388,6 @@ class Transaction:
         undo: list[tuple[Path, Path | None]] = []  # the session files replaced, and their old version
         try:
             if self.events:
-                cut_unapplied(journal, checked.revision - 1)  # a killed change's lines must not look applied
                 records = [{"session_id": self.session_id, **record, "rev": checked.revision}
                            for record in self.events]
                 cut_unapplied_tail(journal, checked.revision - 1)
