@@ -5,6 +5,7 @@ cross-phase context `stage_start` hands the next agent."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,17 @@ def test_stage_start_hands_over_outputs_feedback_and_notes(project: Path) -> Non
     assert ctx is not None and ctx.phase == "quality" and ctx.previous_phase == "quality"
     assert ctx.previous_score == 0.9
     assert ctx.feedback == ["04_quality_claude attempt 1: overall: 0.70 below 0.85"]
+
+
+def test_topics_file_outside_the_project_or_not_a_regular_file_is_refused(cli, project: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "credentials"
+    secret.write_text("AWS_KEY=abc\nAWS_SECRET=def\n")
+    (project / "linked.txt").symlink_to(secret)
+    os.mkfifo(project / "pipe.txt")
+    for name, expected in ((str(secret), "inside the project"), ("linked.txt", "inside the project"),
+                           ("pipe.txt", "regular file"), ("missing.txt", "does not exist")):
+        before = tree_snapshot(project / ".claude") if (project / ".claude").exists() else {}
+        refused = cli("batch", "start", "prod", "2-3", "--topics-file", name)
+        assert refused.code == 2 and expected in refused.err, (name, refused)
+        assert (tree_snapshot(project / ".claude") if (project / ".claude").exists() else {}) == before
+    assert "AWS" not in "".join(p.read_text(errors="replace") for p in project.rglob("*.json"))

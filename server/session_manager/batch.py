@@ -320,13 +320,32 @@ def parse_episodes(text: str) -> list[int]:
     return out
 
 
-def read_topics(path_text: str, count: int, base: Path) -> list[str]:
-    """One topic per line (blank lines and `#` comments skipped); exactly one per episode."""
+def read_topics(path_text: str, count: int, base: Path, root: Path) -> list[str]:
+    """One topic per line (blank lines and `#` comments skipped); exactly one per episode.
+    The file must be a regular file inside the project (a path from a tool call could otherwise
+    copy any file, a credentials file, into session files and the backup trail), at most 1 MB."""
+    import os
+    import stat
+
     path = Path(path_text).expanduser()
     if not path.is_absolute():
         path = base / path
     try:
-        text = path.read_text(encoding="utf-8")
+        resolved = path.resolve(strict=True)
+        resolved.relative_to(root.resolve())
+    except FileNotFoundError:
+        raise InvalidInput(f"topics file {path_text[:200]!r} does not exist") from None
+    except (OSError, ValueError, RuntimeError):
+        raise InvalidInput(f"topics file {path_text[:200]!r} must be inside the project ({root})") from None
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > 1_000_000:
+                raise InvalidInput(f"topics file {path_text[:200]!r} must be a regular file of at most 1 MB")
+            text = os.read(fd, info.st_size + 1).decode("utf-8")
+        finally:
+            os.close(fd)
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"topics file {path_text[:200]!r}: cannot read it ({exc})") from None
     topics = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]

@@ -951,7 +951,7 @@ class Service:
         if req.level.name != "production":
             raise InvalidInput(f"a batch is of production episodes (batch start prod 2-8), not {req.level.name}")
         episodes = batch.parse_episodes(req.episodes)
-        topics: list[str | None] = (list(batch.read_topics(req.topics_file, len(episodes), Path.cwd()))
+        topics: list[str | None] = (list(batch.read_topics(req.topics_file, len(episodes), Path.cwd(), self.root))
                                     if req.topics_file else [req.topic] * len(episodes))
         config, now = self.config, self.clock()
         member_budget = round(req.budget_usd / len(episodes), 4) if req.budget_usd is not None else None
