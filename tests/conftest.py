@@ -157,8 +157,16 @@ class Clock:
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
     """Print what the reliability tests counted (they record it with `record_property("counts", ...)`);
     user properties travel from xdist workers, so this works with `-n 2` too."""
-    lines = [value for report in terminalreporter.stats.get("passed", [])
-             for name, value in getattr(report, "user_properties", []) if name == "counts"]
+    passed = terminalreporter.stats.get("passed", [])
+    lines = [value for report in passed for name, value in getattr(report, "user_properties", []) if name == "counts"]
+    trust: dict[str, int] = {}
+    for report in passed:
+        for name, value in getattr(report, "user_properties", []):
+            if name == "trust":
+                trust[value] = trust.get(value, 0) + 1
+    if trust:
+        lines.append("trust (storage): " + ", ".join(f"{k} {v}" for k, v in trust.items())
+                     + f"; {sum(trust.values())} attacks refused or contained")
     if lines:
         terminalreporter.section("reliability counts")
         for line in lines:

@@ -12,6 +12,7 @@ import signal
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,21 @@ COUNTS: dict[str, int] = {}
 
 
 def _count(kind: str) -> None:
+    """Record that the running test tried an attack of this class; the summary adds them up over
+    every xdist worker (see conftest.pytest_terminal_summary)."""
     COUNTS[kind] = COUNTS.get(kind, 0) + 1
+    if RUNNING:
+        RUNNING[0].user_properties.append(("trust", kind))
+
+
+RUNNING: list[pytest.Item] = []
+
+
+@pytest.fixture(autouse=True)
+def _running(request: pytest.FixtureRequest) -> Iterator[None]:
+    RUNNING[:] = [request.node]
+    yield
+    RUNNING.clear()
 
 
 @pytest.fixture
@@ -483,13 +498,6 @@ def test_dashboard_html_refuses_a_fifo_and_a_link(tmp_path: Path, victim: Path) 
     assert victim.read_text() == "SECRET-TOKEN=abc123\n"
     assert write_html(tmp_path / "new.html", "<html>").read_text() == "<html>"
     _count("confinement")
-
-
-def test_zz_trust_counts(record_property) -> None:
-    """Runs last in this file: reports how many attacks each class of the issue was tried with."""
-    total = sum(COUNTS.values())
-    record_property("counts", "trust (storage): " + ", ".join(f"{k} {v}" for k, v in COUNTS.items())
-                    + f"; {total} attacks refused or contained")
 
 
 def test_a_change_after_a_lost_one_is_never_confused_with_it(project: Path, service: Service) -> None:
