@@ -430,3 +430,21 @@ async def test_server_over_stdio_from_a_client(project: Path) -> None:
     assert (project / ".claude/level-2-production/sessions" / session_id / "pipeline_status.json").is_file()
     assert bad.is_error and bad.content[0].text.startswith("invalid session id '../etc'")
     assert [s["session_id"] for s in status.structured_content["sessions"]] == [session_id]
+
+
+async def test_a_problem_after_the_answer_reaches_the_next_result(project: Path, service: Service) -> None:
+    """The markdown is written after the answer: a template that fails then is not lost; the next
+    call's result carries it, and the change itself stands."""
+    session_id = started(service)
+    templates = project / ".claude" / "templates"
+    templates.mkdir(parents=True)
+    (templates / "plan.md.j2").write_text("{{ no_such_thing }}\n")
+    server = build_server(project, backups=False)
+    async with Client(server) as client:
+        first = await client.call_tool("stage_start", {"session_id": session_id})
+        assert not first.is_error and first.structured_content["decision"] == "started"
+        server.derived.drain()
+        second = await client.call_tool("session_status", {"session_id": session_id})
+    warnings = second.structured_content.get("warnings") or []
+    assert any("after an earlier call" in w and "plan.md.j2" in w and "was saved" in w for w in warnings), warnings
+    assert service.show(session_id=session_id).state.stages["01_deep_research"].status == "in_progress"

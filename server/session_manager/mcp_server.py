@@ -81,6 +81,7 @@ class SessionServer(MCPServer):
     One place turns the user's mistakes into tool errors, like the CLI's one handler."""
 
     service_factory: Callable[[], Service]
+    derived: DerivedWork
 
     async def list_tools(self) -> list[MCPTool]:
         return [*registry_tools(), *await super().list_tools()]
@@ -99,6 +100,9 @@ class SessionServer(MCPServer):
             view = await anyio.to_thread.run_sync(invoke, op, arguments, self.service_factory)
         except SessionError as exc:
             return tool_error(str(exc))
+        late = self.derived.take_warnings()
+        if late and hasattr(view, "warnings"):
+            view.warnings = [*(view.warnings or []), *late]
         data = view.model_dump(mode="json", exclude_none=True)
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=data)
@@ -185,9 +189,9 @@ def build_server(root: Path | None = None, *, backups: bool = True, after_answer
     backup_requests: queue.Queue[str] | None = queue.Queue() if backups else None
 
     worker = DerivedWork()
-    # derived work after the answer: opt-in (SESSION_MANAGER_AFTER_ANSWER=1) until the surfaces'
-    # tests wait for it; a call then returns before plan.md is re-rendered
-    defer = after_answer if after_answer is not None else os.environ.get("SESSION_MANAGER_AFTER_ANSWER") == "1"
+    # derived work (markdown, duration history, backup requests) runs after the answer; set
+    # SESSION_MANAGER_AFTER_ANSWER=0 to run it inside each call instead
+    defer = after_answer if after_answer is not None else os.environ.get("SESSION_MANAGER_AFTER_ANSWER") != "0"
     wake = BackupWake(backup_requests) if backup_requests is not None else None
 
     def service() -> Service:
@@ -195,7 +199,7 @@ def build_server(root: Path | None = None, *, backups: bool = True, after_answer
         if wake is not None:
             svc.defer_backup = wake
         if defer:
-            svc.defer_after = worker.submit
+            svc.defer_after = worker.submitter(svc)
         return svc
 
     @asynccontextmanager
@@ -219,6 +223,7 @@ def build_server(root: Path | None = None, *, backups: bool = True, after_answer
         SERVER_NAME, version=__version__, instructions=INSTRUCTIONS, lifespan=lifespan,
     )
     server.service_factory = service
+    server.derived = worker
     _add_resources(server, service)
     _add_prompts(server)
     return server
@@ -317,6 +322,35 @@ class DerivedWork:
     def __init__(self) -> None:
         self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.pending: list[str] = []  # warnings of derived work done after its call answered
+
+    def submitter(self, svc: Service) -> Callable[[Callable[[], None]], None]:
+        """How `svc` hands over its derived work: warnings the work raises after the call has
+        answered are kept and given to the next call's result (they are not lost)."""
+
+        def submit(job: Callable[[], None]) -> None:
+            def run() -> None:
+                before = len(svc.warnings)
+                job()
+                late = svc.warnings[before:]
+                if late and self.thread is not None:
+                    with self.lock:
+                        self.pending += [f"after an earlier call: {w}" for w in late]
+
+            self.submit(run)
+
+        return submit
+
+    def take_warnings(self) -> list[str]:
+        with self.lock:
+            taken, self.pending = self.pending, []
+        return taken
+
+    def drain(self) -> None:
+        """Wait until the derived work handed over so far is done (tests, shutdown)."""
+        if self.thread is not None and self.thread.is_alive():
+            self.jobs.join()
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._run, name="session-manager-derived", daemon=True)
@@ -345,6 +379,8 @@ class DerivedWork:
                 job()
             except Exception:  # a derived file failing must not end the worker
                 logging.getLogger("session_manager").exception("derived work failed")
+            finally:
+                self.jobs.task_done()
 
 
 class BackupWake:
