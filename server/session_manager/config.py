@@ -6,6 +6,8 @@ A bad key or value is one `ConfigError` naming the file and the dotted key, e.g.
 
 from __future__ import annotations
 
+import functools
+
 import tomllib
 from pathlib import Path
 from typing import Annotated
@@ -207,6 +209,14 @@ def load_config(claude_dir: Path) -> Config:
         return Config()
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    return _parse(raw, source)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse(raw: bytes, source: str) -> Config:
+    """The config for these bytes. Cached: a long-running server reads the file at every call
+    (a change is seen at once) but parses and validates it only when its bytes change. The Config
+    is shared: treat it as read-only."""
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

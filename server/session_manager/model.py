@@ -358,11 +358,32 @@ def non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
+def has_non_finite(value: Any) -> bool:
+    """Whether a NaN or an infinity is anywhere in `value`: the quick check every save runs (no
+    paths built); `non_finite` then names it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif kind is str or kind is int or kind is bool or item is None:
+            continue
+        elif isinstance(item, BaseModel):
+            stack.extend(item.__dict__.values())
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
+
 def dump_json(model: BaseModel) -> str:
     """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline.
     A NaN or an infinity anywhere is refused (pydantic would write `null`, and the file would
     then be "damaged"): NonFiniteNumber, raised before anything is written."""
-    where = non_finite(model)
+    where = non_finite(model) if has_non_finite(model) else None
     if where is not None:
         from session_manager.errors import NonFiniteNumber
 
