@@ -6,27 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from session_manager.errors import InvalidInput
+from session_manager.formatting import duration, money, number, pct, tokens, when
 
-def _money(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"${value:,.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.0f}%"
-
-
-def _num(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _tokens(value: int) -> str:
-    return f"{value:,}"
-
-
-def _duration(seconds: float | None) -> str:
-    from session_manager.views import human_duration
-
-    return human_duration(seconds)
+# one formatting module decides how figures read (formatting.py)
+_money, _pct, _num, _tokens, _duration = money, pct, number, tokens, duration
 
 
 def cost_view(result: Any) -> str:
@@ -100,7 +83,7 @@ def report_view(report: Any) -> str:
     from session_manager.views import table
 
     s, c = report.sessions, report.cost
-    span = f"{report.since.astimezone():%Y-%m-%d %H:%M} → {report.until.astimezone():%Y-%m-%d %H:%M}"
+    span = f"{when(report.since)} → {when(report.until)}"
     lines = [f"Report · {report.period} · {span} · {report.level or 'all levels'}", ""]
     lines.append(f"Sessions  run {s.run} · started {s.started} · finished {s.finished} · not started {s.initialized}"
                  f" · in progress {s.in_progress} · failed {s.failed} · abandoned {s.abandoned}")
