@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from session_manager.formatting import when
+from session_manager.formatting import money, when
 from session_manager.model import Timestamp
 from session_manager import reports
 from session_manager.analytics import analyse
@@ -177,7 +177,7 @@ def sparkline(values: Sequence[float | None]) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.2f}"
+    return money(value)
 
 
 def text(board: Dashboard) -> str:

@@ -383,10 +383,15 @@ def dump_json(model: BaseModel) -> str:
     """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline.
     A NaN or an infinity anywhere is refused (pydantic would write `null`, and the file would
     then be "damaged"): NonFiniteNumber, raised before anything is written."""
+    require_finite(model)
+    return model.model_dump_json(indent=2) + "\n"
+
+
+def require_finite(model: BaseModel) -> None:
+    """Refuse a NaN or an infinity anywhere in `model`, naming the field (NonFiniteNumber)."""
     where = non_finite(model) if has_non_finite(model) else None
     if where is not None:
         from session_manager.errors import NonFiniteNumber
 
         raise NonFiniteNumber(f"refusing to save {where}: it is not a finite number (NaN or infinity);"
                               " nothing was written")
-    return model.model_dump_json(indent=2) + "\n"

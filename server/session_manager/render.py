@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from session_manager import formatting
 from session_manager.errors import InvalidInput, NotFound, SessionError, TemplateError, UnsafePath
 from session_manager.levels import LEVELS
 from session_manager.store import atomic_write, guard, read_bytes, shown
@@ -116,13 +117,7 @@ def _display(root: Path, path: Path | str | None) -> str:
 
 
 # -- formatting helpers available to templates ---------------------------------------------
-def money(value: float | None) -> str:
-    return "-" if value is None else f"${value:,.2f}"
-
-
-def pct(value: float | None) -> str:
-    """A ratio as a percentage: 0.8 -> 80%."""
-    return "-" if value is None else f"{value * 100:.0f}%"
+money, pct = formatting.money, formatting.pct  # the templates read figures as the terminal does
 
 
 def score(value: float | None) -> str:

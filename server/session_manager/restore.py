@@ -91,12 +91,7 @@ def refuse_links(root: Path, folder_rel: str) -> None:
 def _target(trail: Trail, repo: Repo, session_id: str, folder: str, at: str | None) -> tuple[str, Files]:
     see = f"see `session-manager backup history {session_id}`"
     if at is not None:
-        proc = repo.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{at}^{{commit}}", check=False)
-        if proc.returncode != 0:
-            raise NotFound(f"no backup revision {at!r}; {see}")
-        commit = proc.stdout.decode().strip()
-        if repo.run("merge-base", "--is-ancestor", commit, trail.ref, check=False).returncode != 0:
-            raise InvalidInput(f"revision {at!r} is not on the backup branch {trail.branch}; {see}")
+        commit = commit_on_trail(trail, repo, at, f"; {see}")
         files = files_at(repo, commit, folder)
         if not files:
             raise NotFound(f"backup {at} does not hold session {session_id}; {see}")
@@ -109,6 +104,17 @@ def _target(trail: Trail, repo: Repo, session_id: str, folder: str, at: str | No
         if STATE_FILE in files and _readable_state(read_blobs(repo, [files[STATE_FILE][1]])[files[STATE_FILE][1]], session_id):
             return commit, files
     raise NotFound(f"no backup of {session_id} holds a readable {STATE_FILE}; pick one with --at ({see})")
+
+
+def commit_on_trail(trail: Trail, repo: Repo, at: str, hint: str = "") -> str:
+    """The commit `at` names, which must be on the backup branch; `hint` ends the refusal."""
+    proc = repo.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{at}^{{commit}}", check=False)
+    if proc.returncode != 0:
+        raise NotFound(f"no backup revision {at!r}{hint}")
+    commit = proc.stdout.decode().strip()
+    if repo.run("merge-base", "--is-ancestor", commit, trail.ref, check=False).returncode != 0:
+        raise InvalidInput(f"revision {at!r} is not on the backup branch {trail.branch}{hint}")
+    return commit
 
 
 def files_at(repo: Repo, commit: str, folder: str) -> Files:
@@ -357,12 +363,7 @@ def restore_project_files(trail: Trail, at: str | None, actor: str) -> RestoreRe
     repo = open_repo(trail.root, create=False)
     if repo is None or repo.tip(trail.ref) is None:
         raise NotFound("there are no backups yet (take one with `session-manager backup`)")
-    proc = repo.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{at}^{{commit}}", check=False)
-    if proc.returncode != 0:
-        raise NotFound(f"no backup revision {at!r}")
-    commit = proc.stdout.decode().strip()
-    if repo.run("merge-base", "--is-ancestor", commit, trail.ref, check=False).returncode != 0:
-        raise InvalidInput(f"revision {at!r} is not on the backup branch {trail.branch}")
+    commit = commit_on_trail(trail, repo, at)
     claude = {name: entry for name, entry in files_at(repo, commit, ".claude").items()
               if name == "session-manager.toml" or name.startswith("templates/")}
     before = trail.backup("before restore")

@@ -42,7 +42,7 @@ from session_manager.errors import (
 )
 from session_manager.events import Event
 from session_manager.levels import LEVELS, Level, check_session_id, level_of, looks_like_session_id
-from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, dump_json, utcnow
+from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, dump_json, require_finite, utcnow
 
 if TYPE_CHECKING:
     from session_manager.index import Index
@@ -377,7 +377,7 @@ class Transaction:
         `revision`: `Store.read_journal` recognises them as never applied and leaves them out."""
         self.state.last_updated = self.now
         self.state.revision += 1
-        dump_json(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
+        require_finite(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate(self.state.model_dump())
         text = dump_json(checked)
         journal = self.folder / EVENTS_FILE

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from session_manager.formatting import alert_marked, duration, money, when
+from session_manager.formatting import alert_marked, duration, money, pct, when
 from session_manager.model import DONE_STAGE, Alert, format_duration
 from session_manager.results import Journal, SessionDetail, SessionList, SessionSummary, StageResult, Status
 
@@ -313,8 +313,7 @@ def task_line(task: Any) -> str:
         f"  ({', '.join(facts)})" if facts else "")
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
+_pct = pct
 
 
 def metrics_line(m: Any) -> str:
