@@ -101,6 +101,7 @@ def main() -> None:
         from history import make_project
 
         make_project(env_root, args.history, active=1)
+        os.sync()  # the fixture's thousands of fresh files are flushed now, not by our first fsyncs
         print(f"project with {args.history} ended sessions")
     bare, ours = [], []
     for _ in range(args.starts):  # interleaved: the machine's drift hits both alike

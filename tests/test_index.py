@@ -120,16 +120,20 @@ def _crash_at(root: str, session_id: str, where: str) -> None:  # a child killed
         if not args or not isinstance(args[0], (str, bytes, os.PathLike)):
             return
         if where == "after state" and event == "open" and args and os.fsdecode(args[0]) == folder:
-            os.kill(os.getpid(), signal.SIGKILL)  # the folder fsync: the state renamed, the index not settled
+            os.kill(os.getpid(), signal.SIGKILL)  # the checkpoint's folder fsync: the state renamed
+        if where == "before commit" and event == "open" and os.fsdecode(args[0]).endswith(f"redo/{session_id}.log"):
+            os.kill(os.getpid(), signal.SIGKILL)  # before the change's redo record: nothing committed
         if where == "before state" and event == "os.rename" and isinstance(args[1], (str, os.PathLike)) and os.fsdecode(args[1]).endswith(STATE):
-            os.kill(os.getpid(), signal.SIGKILL)  # the index marked pending, the state not renamed
+            os.kill(os.getpid(), signal.SIGKILL)  # committed (the redo record), the state not renamed yet
 
     sys.addaudithook(hook)
     service.end(session_id=session_id, close_open_stages=True)
 
 
-@pytest.mark.parametrize("where", ["after state", "before state"])
+@pytest.mark.parametrize("where", ["before commit", "before state", "after state"])
 def test_crash_between_state_and_index(project: Path, where: str) -> None:
+    """A change is committed by its redo record: a crash after it (even before the state file is
+    replaced) is replayed by the next reader; a crash before it leaves the session as it was."""
     service = Service(project, actor="test")
     keep = service.start(level="dev", tag="keep").state.session_id
     victim = service.start(level="dev", tag="victim").state.session_id
@@ -138,7 +142,7 @@ def test_crash_between_state_and_index(project: Path, where: str) -> None:
     child.join(60)
     assert child.exitcode == -signal.SIGKILL
     ended = service.store.read_state(victim).ended_at is not None
-    assert ended == (where == "after state")
+    assert ended == (where != "before commit")
     rebuilds = index_module.stats["rebuilds"]
     expected = {keep} if ended else {keep, victim}
     assert _ids(Service(project, actor="test")) == expected

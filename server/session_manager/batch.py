@@ -36,7 +36,7 @@ from session_manager.model import Model, SessionState, SessionStatus, Timestamp,
 from session_manager.store import (
     EVENTS_FILE,
     Store,
-    _fsync_dir,
+    fsync_dir,
     append_lines,
     atomic_write,
     guard,
@@ -256,14 +256,14 @@ class Batches:
             try:
                 atomic_write(staging / BATCH_FILE, dump_json(made), sync_dir=False)
                 atomic_write(staging / EVENTS_FILE, json.dumps(event, separators=(",", ":")) + "\n", sync_dir=False)
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 os.rename(staging, self.folder / batch_id)
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
                 if (self.folder / batch_id).exists():
                     continue
                 raise
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
             return batch_id
         raise InvalidInput(f"too many batches named {base}")
 

@@ -264,11 +264,20 @@ class Service:
         trigger ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
         from session_manager import render
 
+        self._checkpoint(session_id)
         problem = render.refresh(self.store, self.config, self.clock, session_id, trigger)  # markdown first, so a backup holds it
         if problem is not None:
             self.warnings.append(str(problem))
         self.store.mark_changed(session_id)  # the markdown changed after the transaction's mark
         self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes a warning and an event
+
+    def _checkpoint(self, session_id: str) -> None:
+        """The change is committed (its redo record is on disk); this makes its files durable
+        and empties the redo log. A failure here loses nothing: the log stays for the next access."""
+        try:
+            self.store.redo.checkpoint(session_id)
+        except (SessionError, OSError) as exc:
+            self.warnings.append(f"saved; the files of {session_id} are not synced to disk yet ({exc})")
 
     def _stage_result(self, state: SessionState, outcome: pipeline.Outcome) -> StageResult:
         return StageResult(

@@ -46,6 +46,7 @@ from session_manager.model import SCHEMA_VERSION, Metadata, SessionState, _iso, 
 
 if TYPE_CHECKING:
     from session_manager.index import Index
+    from session_manager.redo import Redo
 
 STATE_FILE = "pipeline_status.json"
 METADATA_FILE = "metadata.json"
@@ -208,11 +209,23 @@ def atomic_write(path: Path, data: str | bytes, *, durable: bool = True, sync_di
         tmp.unlink(missing_ok=True)
         raise
     if durable and sync_dir:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """fsync a file written earlier without it (missing: nothing to do)."""
+    try:
+        fd = open_fd(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
     try:
         os.fsync(fd)
     finally:
@@ -224,9 +237,10 @@ def _line(record: dict[str, Any]) -> bytes:
             + "\n").encode()
 
 
-def append_lines(path: Path, records: list[dict[str, Any]]) -> tuple[int, int]:
+def append_lines(path: Path, records: list[dict[str, Any]], *, durable: bool = True) -> tuple[int, int]:
     """Append JSON lines with one write and fdatasync them, so concurrent appenders never
-    interleave and the lines are on disk when this returns. Returns the file's size before and
+    interleave and the lines are on disk when this returns (`durable=False`: a transaction's
+    journal lines, made durable by its redo record). Returns the file's size before and
     after. On any failure (a full disk) the file is cut back to its old size: a half-written
     line never stays behind, and the error is raised."""
     payload = b"".join(_line(record) for record in records)
@@ -239,7 +253,8 @@ def append_lines(path: Path, records: list[dict[str, Any]]) -> tuple[int, int]:
             written = 0
             while written < len(payload):
                 written += os.write(fd, payload[written:])
-            os.fdatasync(fd)
+            if durable:
+                os.fdatasync(fd)
         except BaseException:
             os.ftruncate(fd, size)
             raise
@@ -361,37 +376,45 @@ class Transaction:
         self.moves.append((relative, target))
 
     def commit(self) -> None:
-        """The one commit point of a change, write-ahead:
+        """The one commit point of a change, write-ahead, with one durable write (see redo.py):
 
         1. the new state is validated and serialised (a NaN or an infinity is refused here,
            before anything is written);
-        2. the change's journal lines are appended to `events.jsonl` in one write and
-           fdatasync'ed; each carries `"rev"`, the state's new `revision`;
-        3. the session files, then `pipeline_status.json` are replaced atomically. That rename
-           is the commit point.
+        2. the whole change (every file's text, the moves, the journal lines) is appended to the
+           session's redo log as one line and fdatasync'ed: that is the commit point;
+        3. the journal lines (each carrying `"rev"`, the state's new `revision`) are appended to
+           `events.jsonl`, then the session files and last `pipeline_status.json` are replaced by
+           atomic renames, without fsync: `redo.checkpoint` makes them durable after the answer.
 
-        If 2 fails, nothing changed (the append is cut back to the old size). If 3 fails, the
-        journal lines are cut back too, so the old state and the old journal stay as they were;
-        a full disk is reported as `StorageFull` (exit 2: nothing was saved). Should the process
-        die between 2 and 3, the journal holds lines whose `rev` is higher than the state's
-        `revision`: `Store.read_journal` recognises them as never applied and leaves them out."""
+        If any step fails, everything is put back: the files replaced get their old version, the
+        journal and the redo log are cut back to their old size, so the old state and the old
+        journal stay as they were; a full disk is reported as `StorageFull` (exit 2: nothing was
+        saved). Should the process die (or the power fail) after step 2, the next access replays
+        the log before it reads (`Redo.settle`); journal lines whose `rev` is above the state's
+        `revision` are left out by `Store.read_journal` until then."""
+        from session_manager.redo import Record
+
+        base = self.state.revision
         self.state.last_updated = self.now
         self.state.revision += 1
         require_finite(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate(self.state.model_dump())
         text = dump_json(checked)
         journal = self.folder / EVENTS_FILE
-        mark: tuple[int, int] | None = None
+        records = [{"session_id": self.session_id, **record, "rev": checked.revision} for record in self.events]
+        redo = self.store.redo
         level = checked.level
         token: str | None = None
+        logged: tuple[Path, int, int] | None = None
+        mark: tuple[int, int] | None = None
 
         undo: list[tuple[Path, Path | None]] = []  # the session files replaced, and their old version
         try:
-            if self.events:
-                records = [{"session_id": self.session_id, **record, "rev": checked.revision}
-                           for record in self.events]
-                cut_unapplied_tail(journal, checked.revision - 1)
-                mark = append_lines(journal, records)
+            logged = redo.append(self.session_id, Record(checked.revision, base, {**self.files, STATE_FILE: text},
+                                                         list(self.moves), records))
+            if records:
+                cut_unapplied_tail(journal, base)
+                mark = append_lines(journal, records, durable=False)
             # the index learns of the change before it lands (see index.py): a crash from here on
             # leaves a pending row that readers settle from the state file
             token = self.store.index.mark(self.session_id, level, checked.status != self.initial_status)
@@ -400,32 +423,25 @@ class Transaction:
                 guard(destination.parent)
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.folder / source, destination)
-            folders = {self.folder}
             for relative, body in self.files.items():
                 path = self.folder / relative
                 guard(path.parent)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 undo.append((path, _keep_old(path)))
-                atomic_write(path, body, sync_dir=False)
-                folders.add(path.parent)
-            atomic_write(self.folder / STATE_FILE, text, sync_dir=False)
-        except OSError as exc:
+                atomic_write(path, body, durable=False)
+            atomic_write(self.folder / STATE_FILE, text, durable=False)
+        except BaseException as exc:
             _put_back(undo)
             if mark is not None:
                 undo_append(journal, *mark)
-            if exc.errno in FULL_DISK:
+            if logged is not None:
+                undo_append(*logged)
+            if isinstance(exc, OSError) and exc.errno in FULL_DISK:
                 raise storage_error(exc, f"session {self.session_id}") from None
-            raise
-        except BaseException:
-            _put_back(undo)
-            if mark is not None:
-                undo_append(journal, *mark)
             raise
         for path, kept in undo:
             if kept is not None and kept != path:
                 kept.unlink(missing_ok=True)
-        for folder in folders:  # one folder sync per transaction, not one per file
-            _fsync_dir(folder)
         if token is not None:
             self.store.index.settle(self.session_id, level, str(checked.status))
 
@@ -475,6 +491,7 @@ class Store:
         self.claude_dir = root / ".claude"
         self.lock_timeout = lock_timeout
         self._index: Index | None = None
+        self._redo: Redo | None = None
 
     @property
     def index(self) -> Index:
@@ -485,6 +502,15 @@ class Store:
             self._index = Index(self)
         self._index.timeout = self.lock_timeout
         return self._index
+
+    @property
+    def redo(self) -> Redo:
+        """The sessions' redo logs: a change's one durable write (see redo.py)."""
+        if self._redo is None:
+            from session_manager.redo import Redo
+
+            self._redo = Redo(self)
+        return self._redo
 
     # -- layout -----------------------------------------------------------------
     def level_dir(self, level: Level) -> Path:
@@ -568,7 +594,7 @@ class Store:
                 files = build(session_id)
                 for name, text in files.items():
                     atomic_write(staging / name, text, sync_dir=False)
-                _fsync_dir(staging)
+                fsync_dir(staging)
                 os.rename(staging, parent / session_id)  # fails if another process won the id
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -582,8 +608,8 @@ class Store:
                 if token is not None:
                     self.index.forget(session_id, token)
                 raise
-            _fsync_dir(parent)
-            self.index.settle(session_id, level.name, _status_of(files.get(STATE_FILE)), record_dirs=True)
+            fsync_dir(parent)
+            self.index.settle(session_id, level.name, status_of(files.get(STATE_FILE)), record_dirs=True)
             # the lock file exists from birth, so a later refused operation changes nothing on disk
             os.close(open_fd(self.lock_path(session_id), os.O_WRONLY | os.O_CREAT))
             return session_id
@@ -627,6 +653,7 @@ class Store:
                                f" `{restore}`") from None
 
     def read_state(self, session_id: str) -> SessionState:
+        self.redo.settle(session_id)  # after a crash, the changes its redo log holds are replayed first
         state: SessionState = self._read_model(session_id, STATE_FILE, SessionState)
         return state
 
@@ -670,15 +697,20 @@ class Store:
                 f"session {session_id} is busy: another process held its lock for"
                 f" {self.lock_timeout:g} s; try again"
             ) from None
+        from session_manager.redo import hold
+
+        hold(session_id, True)
         try:
             yield
         finally:
+            hold(session_id, False)
             lock.release()
 
     @contextmanager
     def transaction(self, session_id: str, actor: str, now: datetime | None = None) -> Iterator[Transaction]:
         self.session_dir(session_id)  # validate and check existence before taking the lock
         with self.lock(session_id):
+            self.redo.trim(session_id)
             tx = Transaction(self, session_id, actor, now or utcnow())
             yield tx
             tx.commit()
@@ -771,7 +803,7 @@ class Store:
         return [session_id for _, session_id in stamped]
 
 
-def _status_of(text: str | None) -> str:
+def status_of(text: str | None) -> str:
     """The status in a state file's text we just wrote ("?" when there is none)."""
     try:
         status = json.loads(text or "").get("status")
