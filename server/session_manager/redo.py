@@ -159,15 +159,16 @@ class Redo:
         except (LockTimeout, OSError):
             return
 
-    def checkpoint(self, session_id: str) -> None:
+    def checkpoint(self, session_id: str, wait: bool = True) -> None:
         """Make the session's committed changes durable (fsync their files, the journal and the
-        folders) and empty its log. A no-op (one lstat) when the log is empty."""
+        folders) and empty its log. A no-op (one lstat) when the log is empty. `wait=False`:
+        a session locked by someone else is left to them (LockTimeout at once)."""
         if not self.waiting(session_id):
             return
         if holding(session_id):
             self.checkpoint_locked(session_id)
             return
-        with self.store.lock(session_id):
+        with self.store.lock(session_id, timeout=None if wait else 0):
             self.checkpoint_locked(session_id)
 
     def trim(self, session_id: str) -> None:
@@ -181,7 +182,9 @@ class Redo:
             self.checkpoint_locked(session_id)
 
     def checkpoint_all(self) -> None:
-        """Every session's pending log (after a crash, before a backup takes the files)."""
+        """Every session's pending log (after a crash, before a backup takes the files). A session
+        whose lock is held is skipped: its holder checkpoints it (and a backup holding its own
+        lock must never wait for a session's, see restore)."""
         try:
             names = os.listdir(self.folder)
         except OSError:
@@ -190,7 +193,7 @@ class Redo:
             session_id = name.removesuffix(".log")
             if name.endswith(".log") and self.waiting(session_id):
                 try:
-                    self.checkpoint(session_id)
+                    self.checkpoint(session_id, wait=False)
                 except (SessionError, OSError):
                     continue
 
@@ -211,8 +214,11 @@ class Redo:
                 self._replay(session_id, folder, records, current)
                 self._sync(folder, records)
             # else: the state was replaced since (a restore, a hand edit): the log is stale
-        with safe_open(path, "r+b") as handle:
-            handle.truncate(0)
+        try:
+            with safe_open(path, "r+b") as handle:
+                handle.truncate(0)
+        except FileNotFoundError:
+            pass
 
     def _replay(self, session_id: str, folder: Path, records: list[Record], current: int | None) -> None:
         """Bring the files to the log's last change. Records the state already holds get their

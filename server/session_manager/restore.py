@@ -48,6 +48,7 @@ def restore(trail: Trail, session_id: str, at: str | None, actor: str) -> Restor
     commit, files = _target(trail, repo, session_id, folder_rel, at)
     with trail.store.lock(session_id):  # nothing changes the session between the safety backup and the restore
         refuse_links(trail.root, folder_rel)
+        trail.store.redo.checkpoint_locked(session_id)  # a log left behind must never replay over the restore
         folder = trail.root / folder_rel
         existed = folder.is_dir() and any(folder.iterdir())
         before = trail.backup("before restore")

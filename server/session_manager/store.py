@@ -686,10 +686,10 @@ class Store:
         return self.private_file(f"locks/{session_id}.lock")
 
     @contextmanager
-    def lock(self, session_id: str) -> Iterator[None]:
+    def lock(self, session_id: str, timeout: float | None = None) -> Iterator[None]:
         from filelock import FileLock, Timeout
 
-        lock = FileLock(str(self.lock_path(session_id)), timeout=self.lock_timeout)
+        lock = FileLock(str(self.lock_path(session_id)), timeout=self.lock_timeout if timeout is None else timeout)
         try:
             lock.acquire()
         except Timeout:

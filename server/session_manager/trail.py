@@ -82,6 +82,7 @@ class Trail:
                 if coalesce and 0 <= age < self.config.coalesce_seconds:
                     done.skipped = f"coalesced: the last backup is {age:.0f} s old"
                     return done
+            self.store.redo.checkpoint_all()  # a change a crash left in a redo log is replayed before it is taken
             marks = self._changes_marked(repo, reason)
             try:
                 try:
