@@ -155,7 +155,8 @@ def epoch(value: Any) -> float | None:
     if match is None:
         return None
     try:
-        return datetime(*(int(part) for part in match.groups()), tzinfo=UTC).timestamp()  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
     except ValueError:
         return None
 
@@ -180,18 +181,24 @@ def dict_of(check: Check) -> Check:
     return lambda value: isinstance(value, dict) and all(is_text(k) and check(v) for k, v in value.items())
 
 
-def shape(required: dict[str, Check], others: dict[str, Check]) -> Check:
-    """An object with these fields and no other (extra="forbid")."""
-    def check(value: Any) -> bool:
-        if not isinstance(value, dict) or any(name not in value for name in required):
+class Shape:
+    """An object with these fields and no other (extra="forbid"); `required` must be present."""
+
+    def __init__(self, required: dict[str, Check], others: dict[str, Check]) -> None:
+        self.required = required
+        self.fields = {**others, **required}
+
+    def __call__(self, value: Any) -> bool:
+        if not isinstance(value, dict) or any(name not in value for name in self.required):
             return False
         for name, item in value.items():
-            test = required.get(name) or others.get(name)
+            test = self.fields.get(name)
             if test is None or not test(item):
                 return False
         return True
 
-    return check
+
+shape = Shape
 
 
 LEVEL = one_of("dev", "production", "platform", "coded")
