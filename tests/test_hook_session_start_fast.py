@@ -135,6 +135,14 @@ def test_the_conversations_own_session_comes_first(project: Path, svc: Service, 
     assert text.index(ids[2]) < text.index(ids[1]) < text.index(ids[0])
 
 
+def test_a_conversation_recorded_at_start_comes_first(project: Path, svc: Service, clock: Clock) -> None:
+    ids = busy_project(svc, clock)
+    recorded = svc.start(level="dev", tag="recorded", claude_session=CONVERSATION).state.session_id
+    text = same(project, payload(project))
+    assert f"This conversation works on {recorded}." in text and ids[0] in text
+    assert same(project, payload(project, "someone-else")).count("This conversation works on") == 0
+
+
 def test_terminal_escapes_and_bidi_marks_in_topics_are_cleaned_alike(project: Path, svc: Service) -> None:
     ids = [svc.start(level="dev", tag=f"t{n}").state.session_id for n in range(2)]
     edit(state_file(svc, ids[0], "metadata.json"),

@@ -59,7 +59,10 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
             if warning:
                 _emit(out, {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": warning}})
         elif name == "sessionstart":
-            context = quickstart.context(root, payload)
+            try:
+                context = quickstart.context(root, payload)
+            except Exception:  # noqa: BLE001 - whatever surprised it, the full path answers (and says why)
+                context = None
             if context is None:  # not sure: the full path (never a different answer, only slower)
                 context = session_start(root, payload)
             message = quickhooks.take_failure(root)

@@ -20,7 +20,11 @@ same thing:
 * a binding to write: with exactly one active session the hook binds the conversation to it
   (`Service.attach_claude_session`); when that would write anything, the full path does it.
 
-So the answer is never different, only sometimes slower. The checks are stricter than pydantic's
+So the answer is never different, only sometimes slower. One limit is the index's own: a state
+file whose status was edited by hand is not seen by either path's list (see index.py); the full
+path's "This conversation works on X" could still name such a session (it scans the 40 most
+recently changed folders for an active one that recorded the conversation), this path scans only
+when an active session in the index recorded it, so the cost stays flat at 10,000 sessions. The checks are stricter than pydantic's
 lax mode (an integer written as 3.0, a boolean as "true" fall back): stricter only costs time.
 The text itself comes from `compose`, which both paths call.
 """
@@ -460,6 +464,7 @@ def context(root: Path, payload: dict[str, Any]) -> str | None:
     if ids is None:
         return None
     found: list[tuple[float, Brief]] = []
+    recorded: set[str] = set()  # the conversations the active sessions recorded
     for session_id in ids:
         files = session_files(claude, session_id)
         if files is None:
@@ -470,6 +475,7 @@ def context(root: Path, payload: dict[str, Any]) -> str | None:
         started = epoch(files[0]["started_at"])
         assert started is not None  # checked by STATE
         found.append((started, brief))
+        recorded.update(files[0].get("claude_sessions", []))
     if not found:
         return ""
     if not absent_or_regular(claude / PRIVATE / "durations.json"):
@@ -487,5 +493,11 @@ def context(root: Path, payload: dict[str, Any]) -> str | None:
                 return None  # a binding to write: the service does it
         except OSError:
             return None
-    bound = quickhooks.bound_session(root, conversation) if valid else None
+    bound = None
+    if valid:
+        # as quickhooks.bound_session, whose second step (a scan of every session folder for an
+        # active one that recorded the conversation) runs only when an active session did
+        bound = quickhooks.bound_by_file(root, conversation)
+        if bound is None and conversation in recorded:
+            bound = quickhooks.recorded_by_recent(root, conversation)
     return compose(briefs, bound[0] if bound else None)
