@@ -2,7 +2,7 @@
 
 | event | what it does | time |
 |---|---|---|
-| session-start | the active sessions as context (the conversation's own session first, under 10,000 characters); binds the conversation when exactly one session is active | the `Service` (~0.2 s) |
+| session-start | the active sessions as context (the conversation's own session first, under 10,000 characters); binds the conversation when exactly one session is active | stdlib only (`quickstart`: the index and raw JSON); the `Service` when unsure or when a binding must be written |
 | user-prompt-submit | one line of context when the conversation's session is at 80% of its budget | stdlib only |
 | pre-tool-use | with `[alerts] enforce_budget = true`: denies a tool call once the session has spent its budget (reading tools and session-manager's own stay allowed) | stdlib only |
 | stop, pre-compact, session-end | autosave: nothing when nothing changed since the last backup, else the backup in a detached process; returns at once | stdlib only |
@@ -22,12 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from session_manager import quickhooks
+from session_manager import quickhooks, quickstart
 from session_manager.errors import InvalidInput, SessionError
+from session_manager.quickstart import CLAUDE_SESSION_PATTERN, MAX_CONTEXT, MAX_ITEMS  # noqa: F401 - shared
 
-MAX_CONTEXT = 9_500  # Claude Code cuts additionalContext at 10,000 characters
-MAX_ITEMS = 10
-CLAUDE_SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
 AUTOSAVE = {"stop": "stop", "precompact": "pre-compact", "sessionend": "session end"}
 EVENTS = ("session-start, user-prompt-submit, pre-tool-use, stop, pre-compact, session-end, task-created,"
           " task-completed")
@@ -60,7 +59,12 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
             if warning:
                 _emit(out, {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": warning}})
         elif name == "sessionstart":
-            context = session_start(root, payload)
+            try:
+                context = quickstart.context(root, payload)
+            except Exception:  # noqa: BLE001 - whatever surprised it, the full path answers (and says why)
+                context = None
+            if context is None:  # not sure: the full path (never a different answer, only slower)
+                context = session_start(root, payload)
             message = quickhooks.take_failure(root)
             answer: dict[str, Any] = {}
             if context:
@@ -102,13 +106,15 @@ def _emit(out: TextIO, message: dict[str, Any]) -> None:
 
 # -- SessionStart ----------------------------------------------------------------------------------
 def session_start(root: Path, payload: dict[str, Any]) -> str:
-    """The context: the conversation's own session first, then the others most recently changed
-    first; per session its stage and progress, blockers, alerts, then open tasks; cut at
-    MAX_CONTEXT characters at a line, saying how much was left out."""
+    """The context, through the `Service` (the full path; `quickstart.context` gives the same
+    text without it when it can): the conversation's own session first, then the others most
+    recently changed first; per session its stage and progress, blockers, alerts, then open
+    tasks; cut at MAX_CONTEXT characters at a line, saying how much was left out."""
     from session_manager.service import Service
 
     service = Service(root, actor="hook")
     details = service.status(session_id=None).sessions
+    quickstart.config_validated(service.store.claude_dir)  # the next hook may trust these config bytes
     if not details:
         return ""
     claude_session = payload.get("session_id")
@@ -117,49 +123,27 @@ def session_start(root: Path, payload: dict[str, Any]) -> str:
     if valid and len(details) == 1:
         service.attach_claude_session(details[0].state.session_id, str(claude_session))
     bound = quickhooks.bound_session(root, claude_session) if valid else None
-    first = bound[0] if bound else None
-    details.sort(key=lambda d: (d.state.session_id != first, -d.state.last_updated.timestamp()))
-    head = (f"session-manager: {len(details)} active session(s). Record progress with the sessions MCP tools"
-            " (stage_start, stage_complete, record_failure, session_update, session_end).")
-    if first:
-        head += f" This conversation works on {first}."
-    lines = [head]
-    size = len(head)
-    for index, detail in enumerate(details):
-        block = describe(detail)
-        for position, line in enumerate(block):
-            rest = len(details) - index - (1 if position else 0)
-            tail = f"... cut here ({rest} more session(s) or items); session_status gives them all"
-            if size + len(line) + 1 + len(tail) + 1 > MAX_CONTEXT:
-                lines.append(tail)
-                return "\n".join(lines)
-            lines.append(line)
-            size += len(line) + 1
-    return "\n".join(lines)
+    return quickstart.compose([brief(detail) for detail in details], bound[0] if bound else None)
+
+
+def brief(detail: Any) -> quickstart.Brief:
+    """What the context says about one session (`detail` is a `SessionDetail`)."""
+    state, meta = detail.state, detail.metadata
+    stage = state.stages.get(state.current_stage) if state.current_stage else None
+    return quickstart.Brief(
+        session_id=state.session_id, level=str(state.level), status=str(state.status), topic=meta.topic,
+        stage=state.current_stage, stage_status=str(stage.status) if stage is not None else None,
+        percent=state.progress.percent, done=len(state.stages) - len(state.stages_remaining),
+        total=len(state.stages), cost=state.cost_tracking.total_cost, budget=state.budget.usd,
+        blockers=[f"#{b.id} {b.text}" for b in state.progress.blockers],
+        alerts=[f"{a.severity} {a.kind}: {a.message}" for a in state.alerts],
+        tasks=[f"#{t.id} {t.title}" for t in state.progress.tasks_pending],
+        updated=state.last_updated.timestamp())
 
 
 def describe(detail: Any) -> list[str]:
     """A few compact lines about one session (`detail` is a `SessionDetail`), the most important first."""
-    state, meta = detail.state, detail.metadata
-    done = len(state.stages) - len(state.stages_remaining)  # completed, bypassed or skipped, as `status` counts
-    head = f"- {state.session_id} ({state.level}, {state.status})"
-    if meta.topic:
-        head += f" \"{meta.topic[:120]}\""
-    if state.current_stage:
-        stage = state.stages.get(state.current_stage)
-        head += f"; stage {state.current_stage}" + (f" ({stage.status})" if stage else "")
-    head += f"; {state.progress.percent:.0f}% ({done}/{len(state.stages)} stages)"
-    head += f"; cost ${state.cost_tracking.total_cost:.2f}"
-    if state.budget.usd:
-        head += f" of ${state.budget.usd:.2f}"
-    lines = [head]
-    for label, items in (("blockers", [f"#{b.id} {b.text}" for b in state.progress.blockers]),
-                         ("alerts", [f"{a.severity} {a.kind}: {a.message}" for a in state.alerts]),
-                         ("open tasks", [f"#{t.id} {t.title}" for t in state.progress.tasks_pending])):
-        if items:
-            more = f"; +{len(items) - MAX_ITEMS} more" if len(items) > MAX_ITEMS else ""
-            lines.append(f"  {label}: " + "; ".join(item[:120] for item in items[:MAX_ITEMS]) + more)
-    return lines
+    return quickstart.describe(brief(detail))
 
 
 # -- TaskCreated / TaskCompleted ---------------------------------------------------------------------

@@ -213,6 +213,12 @@ def bound_session(root: Path, conversation: object) -> tuple[str, dict[str, Any]
     """The session the conversation is bound to now, with its state: the newest binding in the
     bookings' bindings file, else an active session (most recently changed first) that recorded
     the conversation when it was started. None when unbound."""
+    return bound_by_file(root, conversation) or recorded_by_recent(root, conversation)
+
+
+def bound_by_file(root: Path, conversation: object) -> tuple[str, dict[str, Any]] | None:
+    """The newest binding of the conversation in force now (`.claude/usage/bindings.jsonl`),
+    with the session's state; None when there is none or the session cannot be read."""
     if not isinstance(conversation, str) or not conversation:
         return None
     bound: tuple[str, str] | None = None
@@ -234,6 +240,15 @@ def bound_session(root: Path, conversation: object) -> tuple[str, dict[str, Any]
         state = state_of(root, bound[1])
         if state is not None:
             return bound[1], state
+    return None
+
+
+def recorded_by_recent(root: Path, conversation: object) -> tuple[str, dict[str, Any]] | None:
+    """An active session among the recently changed ones (most recent first) that recorded the
+    conversation (`claude_sessions`). Stats every session folder: callers that know, from the
+    index, that no active session recorded it skip this (see quickstart)."""
+    if not isinstance(conversation, str) or not conversation:
+        return None
     for folder in recent_sessions(root):
         state = read_json(folder / "pipeline_status.json")
         if state and state.get("status") in ACTIVE and conversation in (state.get("claude_sessions") or []):
