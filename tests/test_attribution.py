@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -154,7 +155,11 @@ def test_the_hook_binds_a_conversation_only_when_exactly_one_session_is_active(
         project: Path, transcripts: Transcripts) -> None:
     service = Service(project, actor="test")
     only = service.start(level="dev").state.session_id
-    fire_hook(project, "conv-1")
+    fire_hook(project, "conv-1")  # the hook answers at once; a detached process writes the binding
+    deadline = time.monotonic() + 30
+    while service.show(session_id=only).state.claude_sessions != ["conv-1"]:
+        assert time.monotonic() < deadline, "the detached binding never landed"
+        time.sleep(0.1)
     fire_hook(project, "conv-1")  # again: nothing new
     bindings = (project / ".claude/usage/bindings.jsonl").read_text().splitlines()
     assert [json.loads(b)["session"] for b in bindings] == [only]

@@ -10,6 +10,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +184,27 @@ def test_one_active_session_binds_through_the_service_then_answers_fast(project:
     assert quickstart.context(project, payload(project, CONVERSATION + "\n")) is None
 
 
+def test_a_new_conversation_is_answered_fast_and_bound_by_a_detached_process(project: Path, svc: Service) -> None:
+    session_id = svc.start(level="dev").state.session_id
+    svc.status()
+    binds: list[tuple[str, str]] = []
+    fast = quickstart.context(project, payload(project), binds)
+    assert binds == [(session_id, CONVERSATION)] and f"This conversation works on {session_id}." in (fast or "")
+    binds.clear()
+    before = int(time.time())
+    printed = hook_output(project, payload(project))  # answers at once; the binding is written by a child
+    deadline = time.monotonic() + 30
+    while svc.show(session_id=session_id).state.claude_sessions != [CONVERSATION]:
+        assert time.monotonic() < deadline, "the detached binding never landed"
+        time.sleep(0.1)
+    assert printed == full_output(project, payload(project))  # what the full path prints once bound
+    attached = [e for e in svc.events(session_id) if e["event"] == "claude_session_attached"]
+    assert len(attached) == 1 and attached[0]["via"] == "hook"
+    since = datetime.strptime(attached[0]["since"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    assert before <= since <= time.time()  # bound from the hook's moment, not the child's
+    assert quickstart.context(project, payload(project), binds) is not None and binds == []  # bound: nothing to hand over
+
+
 # -- stepping aside ----------------------------------------------------------------------------------
 def test_a_corrupt_state_file_falls_back(project: Path, svc: Service) -> None:
     ids = [svc.start(level="dev", tag=f"c{n}").state.session_id for n in range(2)]
@@ -333,7 +356,8 @@ def test_the_fast_path_does_not_import_pydantic(project: Path, svc: Service, clo
 
 
 def test_a_fallback_process_does_import_the_service(project: Path, svc: Service) -> None:
-    svc.start(level="dev", tag="a")  # one active session, an unbound conversation: a binding to write
+    svc.start(level="dev", tag="a")
+    (project / ".claude" / ".session-manager" / "index.sqlite").unlink()  # no index: the full path rebuilds it
     probe = ("import sys; sys.argv = ['session-manager', 'hook', 'session-start'];"
              " from session_manager.entry import main; main(); print('pydantic' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=project, env=child_env(project),

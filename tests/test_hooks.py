@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,12 +61,29 @@ def test_session_start_lists_every_active_session_but_not_ended_ones(project: Pa
 
 
 def test_session_start_records_the_claude_session_once(project: Path, service: Service) -> None:
+    """The hook answers at once and hands the binding to a detached process; a second start of the
+    same conversation finds it bound and writes nothing."""
     session_id = service.start(level="dev").state.session_id
     for _ in range(2):
         assert hook(project, "session-start", payload("session-start", project))[0] == 0
-    assert service.show(session_id=session_id).state.claude_sessions == [CLAUDE_SESSION]
+        deadline = time.monotonic() + 30
+        while service.show(session_id=session_id).state.claude_sessions != [CLAUDE_SESSION]:
+            assert time.monotonic() < deadline, "the detached binding never landed"
+            time.sleep(0.1)
     attached = [e for e in service.events(session_id) if e["event"] == "claude_session_attached"]
     assert len(attached) == 1 and attached[0]["actor"] == "hook"
+
+
+def test_two_binders_racing_write_one_binding(project: Path, service: Service) -> None:
+    session_id = service.start(level="dev").state.session_id
+    argv = [sys.executable, "-m", "session_manager.autosave", "bind", str(project), session_id, CLAUDE_SESSION,
+            str(int(time.time()))]
+    children = [subprocess.Popen(argv, cwd=project) for _ in range(2)]
+    assert [child.wait(60) for child in children] == [0, 0]
+    attached = [e for e in service.events(session_id) if e["event"] == "claude_session_attached"]
+    assert len(attached) == 1 and service.show(session_id=session_id).state.claude_sessions == [CLAUDE_SESSION]
+    bindings = (project / ".claude" / "usage" / "bindings.jsonl").read_text().splitlines()
+    assert len(bindings) == 1
 
 
 def test_session_start_with_no_active_session_says_nothing(project: Path, service: Service) -> None:

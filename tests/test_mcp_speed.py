@@ -24,13 +24,14 @@ def test_derived_work_runs_after_the_answer_and_is_drained_at_stop(project: Path
     worker = DerivedWork()
     worker.start()
     service = Service(project, actor="mcp")
-    service.defer_after = worker.submit
+    service.hand_over(worker.submit)
     session_id = service.start(level="dev").state.session_id
     service.stage_start(session_id=session_id, stage="initialization")
     result = service.stage_complete(session_id=session_id, stage="initialization", quality={"overall": 0.9},
                                     cost_usd=0.01)
     assert result.decision in ("advanced", "completed")
     worker.stop()  # everything queued is done before the worker ends
+    assert service.store.redo.path(session_id).stat().st_size == 0  # the checkpoint ran too
     folder = service.store.session_dir(session_id)
     assert (folder / "plan.md").is_file()
     durations = project / ".claude" / ".session-manager" / "durations.json"
@@ -39,6 +40,6 @@ def test_derived_work_runs_after_the_answer_and_is_drained_at_stop(project: Path
 
 def test_without_a_worker_derived_work_runs_in_the_call(project: Path) -> None:
     service = Service(project, actor="mcp")
-    service.defer_after = DerivedWork().submit  # never started
+    service.hand_over(DerivedWork().submit)  # never started
     session_id = service.start(level="dev").state.session_id
     assert (service.store.session_dir(session_id) / "plan.md").is_file()

@@ -25,7 +25,7 @@ def held(project: Path) -> Iterator[tuple[Service, list[Callable[[], None]]]]:
     server between a call's answer and its worker's turn."""
     service = Service(project, actor="test")
     jobs: list[Callable[[], None]] = []
-    service.defer_after = jobs.append
+    service.hand_over(jobs.append)
     yield service, jobs
 
 

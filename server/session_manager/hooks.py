@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,12 +60,16 @@ def run(event: str, raw: str, out: TextIO = sys.stdout) -> int:
             if warning:
                 _emit(out, {"hookSpecificOutput": {"hookEventName": "UserPromptSubmit", "additionalContext": warning}})
         elif name == "sessionstart":
+            binds: list[tuple[str, str]] = []
             try:
-                context = quickstart.context(root, payload)
+                context = quickstart.context(root, payload, binds)
             except Exception:  # noqa: BLE001 - whatever surprised it, the full path answers (and says why)
                 context = None
             if context is None:  # not sure: the full path (never a different answer, only slower)
                 context = session_start(root, payload)
+            else:  # the binding the full path would write, by a detached process from this moment on
+                for session_id, conversation in binds:
+                    quickhooks.spawn_detached(root, "bind", session_id, conversation, str(int(time.time())))
             message = quickhooks.take_failure(root)
             answer: dict[str, Any] = {}
             if context:

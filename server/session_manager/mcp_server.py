@@ -199,7 +199,7 @@ def build_server(root: Path | None = None, *, backups: bool = True, after_answer
         if wake is not None:
             svc.defer_backup = wake
         if defer:
-            svc.defer_after = worker.submitter(svc)
+            svc.hand_over(worker.submitter(svc))
         return svc
 
     @asynccontextmanager

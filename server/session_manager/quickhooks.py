@@ -139,13 +139,19 @@ def write_stamp(root: Path, mark: str) -> None:
 
 
 def spawn_autosave(root: Path, reason: str, mark: str) -> None:
-    """Hand the backup to a detached process in its own session (it outlives Claude Code, which
-    kills its hooks' process group when it exits) and return at once."""
+    """Hand the backup to a detached process (see `spawn_detached`)."""
+    spawn_detached(root, "backup", reason, mark)
+
+
+def spawn_detached(root: Path, job: str, *args: str) -> None:
+    """Hand a job of `session_manager.autosave` (a backup, a binding) to a detached process in its
+    own session (it outlives Claude Code, which kills its hooks' process group when it exits) and
+    return at once."""
     import subprocess
 
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", "")}
     env.pop("CLAUDE_PROJECT_DIR", None)  # the worker is given the root explicitly
-    subprocess.Popen([sys.executable, "-m", "session_manager.autosave", str(root), reason, mark],
+    subprocess.Popen([sys.executable, "-m", "session_manager.autosave", job, str(root), *args],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      cwd=str(root), env=env, start_new_session=True, close_fds=True)
 

@@ -435,6 +435,13 @@ def session_files(claude: Path, session_id: str) -> tuple[dict[str, Any], dict[s
     folder = claude / level.dirname / "sessions" / session_id
     if not (real_dir(folder.parent.parent) and real_dir(folder.parent) and real_dir(folder)):
         return None
+    try:  # a change in its redo log not checkpointed yet (in flight, or left by a crash): the full path settles it
+        if os.lstat(claude / PRIVATE / "redo" / f"{session_id}.log").st_size:
+            return None
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
     state = read_object(folder / "pipeline_status.json")
     metadata = read_object(folder / "metadata.json") if state is not None else None
     return None if state is None or metadata is None else (state, metadata)
@@ -453,8 +460,11 @@ def already_bound(claude: Path, conversation: str, session_id: str) -> bool:
 
 
 # -- the context ----------------------------------------------------------------------------------
-def context(root: Path, payload: dict[str, Any]) -> str | None:
-    """The SessionStart context exactly as the full path would give it, or None: take the full path."""
+def context(root: Path, payload: dict[str, Any], binds: list[tuple[str, str]] | None = None) -> str | None:
+    """The SessionStart context exactly as the full path would give it, or None: take the full path.
+    With `binds`, a binding to write (one active session, a conversation not bound to it yet) does
+    not send it to the full path: the (session, conversation) pair is added for the caller to hand
+    to a detached process, and the text is the one the full path gives once it is written."""
     from session_manager import quickhooks
 
     claude = root / ".claude"
@@ -490,7 +500,10 @@ def context(root: Path, payload: dict[str, Any]) -> str | None:
             return None
         try:
             if not already_bound(claude, conversation, briefs[0].session_id):
-                return None  # a binding to write: the service does it
+                if binds is None:
+                    return None  # a binding to write: the service does it
+                binds.append((briefs[0].session_id, conversation))
+                return compose(briefs, briefs[0].session_id)
         except OSError:
             return None
     bound = None

@@ -171,8 +171,9 @@ class Service:
         self.store = Store(self.root)
         # set by a long-running process (the MCP server) that takes trigger backups in its own thread
         self.defer_backup: Callable[[str], None] | None = None
-        # set by the MCP server: derived work after a commit (markdown, duration history, the backup
-        # request) runs after the answer, in its worker thread, outside the session lock
+        # set by the MCP server (`hand_over`): derived work after a commit (the checkpoint, markdown,
+        # duration history, the backup request) runs after the answer, in its worker thread,
+        # outside the session lock
         self.defer_after: Callable[[Callable[[], None]], None] | None = None
         # problems met after a change was committed ("saved; plan.md not updated: ..."): the change
         # stands, so the surfaces show these as warnings (exit 0, not isError) instead of errors
@@ -264,12 +265,17 @@ class Service:
         trigger ("session start", "stage complete", "before recovery", "resume", "session end", ...)."""
         from session_manager import render
 
-        self._checkpoint(session_id)
         problem = render.refresh(self.store, self.config, self.clock, session_id, trigger)  # markdown first, so a backup holds it
         if problem is not None:
             self.warnings.append(str(problem))
         self.store.mark_changed(session_id)  # the markdown changed after the transaction's mark
         self._auto_backup(session_id, trigger)  # never raises: a failed backup becomes a warning and an event
+
+    def hand_over(self, submit: Callable[[Callable[[], None]], None]) -> None:
+        """Run the work that follows a commit after the answer, through `submit`: each change's
+        checkpoint (see redo.py), then its derived files."""
+        self.defer_after = submit
+        self.store.defer_checkpoint = lambda session_id: submit(lambda: self._checkpoint(session_id))
 
     def _checkpoint(self, session_id: str) -> None:
         """The change is committed (its redo record is on disk); this makes its files durable
@@ -582,13 +588,14 @@ class Service:
         return self.store.read_events(self.resolve_id(session_id))[0]
 
     # -- hooks ------------------------------------------------------------------------
-    def attach_claude_session(self, session_id: str, claude_session: str) -> bool:
-        """Bind the Claude Code conversation `claude_session` to this session from now (the
-        SessionStart hook calls it only when exactly one session is active). True when newly
-        recorded; a conversation already bound to this session writes nothing."""
+    def attach_claude_session(self, session_id: str, claude_session: str, since: datetime | None = None) -> bool:
+        """Bind the Claude Code conversation `claude_session` to this session from `since` (default
+        now; the SessionStart hook calls it only when exactly one session is active, or hands it to
+        a detached process with the hook's time). True when newly recorded; a conversation already
+        bound to this session writes nothing."""
         if not isinstance(claude_session, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", claude_session):
             raise InvalidInput(f"invalid Claude Code session id {str(claude_session)[:40]!r}: letters, digits, - and _")
-        return self._bind(session_id, claude_session, None, "hook")[0]
+        return self._bind(session_id, claude_session, since, "hook")[0]
 
     # -- templates --------------------------------------------------------------------
     @operation

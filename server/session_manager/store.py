@@ -24,7 +24,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -492,6 +492,8 @@ class Store:
         self.lock_timeout = lock_timeout
         self._index: Index | None = None
         self._redo: Redo | None = None
+        # set by the MCP server: a committed change's checkpoint (its fsyncs) runs after the answer
+        self.defer_checkpoint: Callable[[str], None] | None = None
 
     @property
     def index(self) -> Index:
@@ -714,6 +716,13 @@ class Store:
             tx = Transaction(self, session_id, actor, now or utcnow())
             yield tx
             tx.commit()
+            if self.defer_checkpoint is not None:  # a long-running server: after the answer
+                self.defer_checkpoint(session_id)
+                return
+            try:  # a command: durable before it exits, as every write used to be
+                self.redo.checkpoint_locked(session_id)
+            except OSError:
+                pass  # committed (the redo record is on disk): the next access checkpoints again
 
     def append_event(self, session_id: str, actor: str, name: str, **data: Any) -> None:
         """A journal line outside a transaction (a failed backup, a restore). The index marks the
