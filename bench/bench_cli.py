@@ -10,7 +10,8 @@ compiled too), everything cached. Timed, interleaved (drifting load hits every c
 * a small project (`--sessions` sessions of which `--active` are active): `status`, the
   SessionStart hook (its stdlib path: `quickstart.py`), the Stop hook with nothing changed;
 * a project with one active session: the SessionStart hook for a conversation already bound
-  to it (stdlib path) and for a new conversation (a binding to write: the full path, `Service`);
+  to it (stdlib path) and for a new conversation (a binding to write: the stdlib path answers and
+  hands the binding to a detached process);
 * with `--sizes`: the SessionStart hook on projects of that many ended sessions plus 3 active,
   for a conversation without a binding (the bindings file, then the recent-sessions scan) and
   for none (no `session_id`).
@@ -56,7 +57,10 @@ def start_input(root: Path, conversation: str | None) -> str:
 def path_taken(root: Path, stdin: str) -> str:
     from session_manager import quickstart
 
-    return "stdlib" if quickstart.context(root, json.loads(stdin)) is not None else "full"
+    binds: list[tuple[str, str]] = []
+    if quickstart.context(root, json.loads(stdin), binds) is None:
+        return "full"
+    return "stdlib, binding detached" if binds else "stdlib"
 
 
 def main() -> None:
