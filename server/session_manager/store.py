@@ -127,20 +127,23 @@ def guard(path: Path) -> int | None:
     """Refuse `path` if it, or any folder between the nearest `.claude/` above it and it, is a
     symbolic link; its `lstat` mode when it exists, None when it does not (yet).
     A path outside `.claude/` has only its last part checked."""
-    parts = path.parts
-    if ".claude" in parts:
-        first = len(parts) - parts[::-1].index(".claude")
-        chain = [Path(*parts[: i + 1]) for i in range(first, len(parts))]
-    else:
-        chain = [path]
+    text = os.fspath(path)
+    if text == ".claude" or text.endswith("/.claude"):
+        return None  # `.claude` itself may be a link (dotfile managers); only what is below it is ours
+    found = text.rfind("/.claude/")
+    start = found + len("/.claude/") if found >= 0 else (len(".claude/") if text.startswith(".claude/") else -1)
+    if start < 0:  # outside .claude/ (or .claude itself): the last part only
+        ends = [len(text)]
+    else:  # every folder below .claude/, then the path itself (string work: this runs on every save)
+        ends = [i for i in range(start, len(text)) if text[i] == "/"] + [len(text)]
     mode: int | None = None
-    for current in chain:
+    for end in ends:
         try:
-            mode = os.lstat(current).st_mode
+            mode = os.lstat(text[:end]).st_mode
         except (FileNotFoundError, NotADirectoryError):
             return None
         if stat.S_ISLNK(mode):
-            raise _link_error(current)
+            raise _link_error(Path(text[:end]))
     return mode
 
 
@@ -399,7 +402,7 @@ class Transaction:
         self.state.revision += 1
         require_finite(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate(self.state.model_dump())
-        text = dump_json(checked)
+        text = checked.model_dump_json(indent=2) + "\n"  # as dump_json, whose NaN check was just made
         journal = self.folder / EVENTS_FILE
         records = [{"session_id": self.session_id, **record, "rev": checked.revision} for record in self.events]
         redo = self.store.redo
@@ -536,9 +539,10 @@ class Store:
 
     def private_dir(self, *parts: str) -> Path:
         folder = self.claude_dir.joinpath(PRIVATE_DIR, *parts)
-        guard(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        guard(folder)
+        mode = guard(folder)
+        if mode is None or not stat.S_ISDIR(mode):
+            folder.mkdir(parents=True, exist_ok=True)
+            guard(folder)
         return folder
 
     def private_file(self, name: str) -> Path:
