@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,34 @@ def test_a_burst_of_stage_completions_is_coalesced_but_recovery_always_commits(p
     service.record_failure(session_id=session_id, stage="execution", error="tool crashed")
     assert len(commits(project)) == 2
     assert subject(project) == "session-manager: before recovery (1 session)"
+
+
+def test_the_last_change_of_a_burst_lands_after_the_window_without_git_per_trigger(
+        project: Path, service: Service) -> None:
+    """A long-running server hands every completion to the loop: within the window they run no git
+    at all, and one trailing backup takes the last change once the window has passed."""
+    write_config(project, "[backup]\ninterval_seconds = 3600\ncoalesce_seconds = 1\n")
+    requests: queue.Queue[str] = queue.Queue()
+    service.defer_backup = requests.put  # as the server hands them over
+    session_id = service.start(level="dev").state.session_id
+    stop = threading.Event()
+    thread = threading.Thread(target=backup.run_loop, args=(project,), kwargs={"stop": stop, "requests": requests})
+    thread.start()
+    try:
+        stages = ("initialization", "planning", "execution")
+        for stage in stages:
+            service.stage_start(session_id=session_id, stage=stage)
+            service.stage_complete(session_id=session_id, stage=stage, notes=f"done {stage}")
+        deadline = time.monotonic() + 30
+        record = f"{BRANCH}:{folder_of(service, session_id)}/execution_complete.json"
+        while b"done execution" not in subprocess.run(["git", "show", record], cwd=project,
+                                                      capture_output=True).stdout:
+            assert time.monotonic() < deadline, "the trailing backup never landed"
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(commits(project)) <= 4  # the start, the interval round, the first completion, the trailing one
 
 
 def test_a_failed_backup_does_not_fail_the_operation(project: Path, cli) -> None:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from session_manager.backup_models import BackupResult
+from session_manager.backup_models import COALESCED, BackupResult
 from session_manager.config import Backup as BackupConfig
 from session_manager.config import load_config
 from session_manager.errors import BackupError, InvalidInput, SessionError
@@ -48,18 +48,25 @@ def run_loop(
     report = on_error or (lambda error: print(f"session-manager backup: {error}", file=sys.stderr, flush=True))
     next_round = time.monotonic()  # the first round runs at once
     unpushed = False
+    burst = Burst()
     while not stop.is_set():
-        reason = _next_reason(stop, requests, next_round)
+        reason = _next_reason(stop, requests, min(next_round, burst.due))
         if reason is None:
             continue
+        if reason == "interval" and burst.due <= time.monotonic() < next_round:
+            reason = burst.reason  # the trailing backup of a burst of coalesced triggers
         try:
             config = load_config(root / ".claude")
             if reason == "interval":
                 next_round = time.monotonic() + (interval or config.backup.interval_seconds)
             if not config.backup.enabled:
                 continue
+            if burst.hold(reason, config.backup.coalesce_seconds):
+                continue  # no git at all: the trailing backup takes this change
             trail = Trail(root, config.backup, config.lock_timeout_seconds)
             result = trail.backup(reason)
+            if result.skipped and result.skipped.startswith("coalesced"):  # the tip is recent (another process)
+                burst.retry(reason, config.backup.coalesce_seconds)
             if result.committed:
                 unpushed = True
                 if on_commit:
@@ -75,6 +82,37 @@ def run_loop(
             report(BackupError(redact(f"unexpected {type(exc).__name__}: {exc}")))
         if reason == "interval" and next_round <= time.monotonic():
             next_round = time.monotonic() + (interval or BackupConfig().interval_seconds)
+
+
+class Burst:
+    """Coalescing on the trailing edge: a coalesced trigger (a stage completion, a start) within
+    `coalesce_seconds` of the last one this loop backed up runs no git at all; one backup is due
+    when the window has passed, so the last change of a burst is on the trail seconds later, not
+    at the next interval round."""
+
+    SLACK = 0.25  # past the window, so `Trail.backup`'s own age check (whole seconds) lets it through
+
+    def __init__(self) -> None:
+        self.last = -float("inf")  # when this loop last ran a coalesced backup (monotonic)
+        self.due = float("inf")  # when the trailing backup is due
+        self.reason = ""
+
+    def hold(self, reason: str, window: float) -> bool:
+        """Whether to hold this trigger for the trailing backup instead of backing up now."""
+        now = time.monotonic()
+        if reason not in COALESCED:
+            self.due = float("inf")  # this backup takes every change so far
+            return False
+        if now - self.last < window:
+            self.due, self.reason = min(self.due, self.last + window + self.SLACK), reason
+            return True
+        self.last, self.due = now, float("inf")
+        return False
+
+    def retry(self, reason: str, window: float) -> None:
+        """`Trail.backup` skipped this trigger (the branch's tip is younger than the window): the
+        trailing backup is due once the window has passed."""
+        self.due, self.reason = min(self.due, time.monotonic() + window + self.SLACK), reason
 
 
 def _next_reason(stop: threading.Event, requests: queue.Queue[str] | None, next_round: float) -> str | None:

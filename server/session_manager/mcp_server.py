@@ -319,8 +319,12 @@ class DerivedWork:
     backup requests): a call answers once its change is committed; this runs after it, outside
     the session lock. Without a running worker (no lifespan), the work runs in the call."""
 
+    # a job starts this long after it was handed over: the answer it follows is serialised and
+    # written first, without a worker holding the GIL for milliseconds of fsyncs and rendering
+    START_DELAY = 0.01
+
     def __init__(self) -> None:
-        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self.jobs: queue.Queue[tuple[Callable[[], None], float] | None] = queue.Queue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.pending: list[str] = []  # warnings of derived work done after its call answered
@@ -360,7 +364,7 @@ class DerivedWork:
         if self.thread is None or not self.thread.is_alive():
             job()
             return
-        self.jobs.put(job)
+        self.jobs.put((job, time.monotonic() + self.START_DELAY))
 
     def stop(self) -> None:
         if self.thread is not None:
@@ -372,10 +376,12 @@ class DerivedWork:
         import logging
 
         while True:
-            job = self.jobs.get()
-            if job is None:
+            item = self.jobs.get()
+            if item is None:
                 return
+            job, due = item
             try:
+                time.sleep(max(0.0, due - time.monotonic()))
                 job()
             except Exception:  # a derived file failing must not end the worker
                 logging.getLogger("session_manager").exception("derived work failed")

@@ -401,8 +401,8 @@ class Transaction:
         self.state.last_updated = self.now
         self.state.revision += 1
         require_finite(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
-        checked = SessionState.model_validate(self.state.model_dump())
-        text = checked.model_dump_json(indent=2) + "\n"  # as dump_json, whose NaN check was just made
+        text = self.state.model_dump_json(indent=2) + "\n"  # as dump_json, whose NaN check was just made
+        checked = SessionState.model_validate_json(text)  # what is written is what a read accepts
         journal = self.folder / EVENTS_FILE
         records = [{"session_id": self.session_id, **record, "rev": checked.revision} for record in self.events]
         redo = self.store.redo
