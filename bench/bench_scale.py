@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from history import make_project  # noqa: E402
+from history import VERSION, make_project  # noqa: E402
 
 PY = sys.executable
 REPORT = """
@@ -32,6 +33,23 @@ t = time.perf_counter()
 Service(Path(sys.argv[1])).report(period="month")
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
+
+
+def corpus(size: int, work: Path) -> Path:
+    """A fresh copy of the project with `size` ended sessions. The project itself is generated once
+    (minutes at 50,000) and kept under the temp folder, keyed by size and the history's version;
+    each run works on a copy, since the run changes it (git commits, backups, caches)."""
+    cached = Path(tempfile.gettempdir()) / f"session-manager-scale-{size}-v{VERSION}"
+    if not (cached / "complete").exists():
+        shutil.rmtree(cached, ignore_errors=True)
+        began = time.perf_counter()
+        make_project(cached / "project", size)
+        (cached / "complete").write_text("")
+        print(f"generated {size} ended sessions + 3 active in {time.perf_counter() - began:.1f} s under {cached}",
+              flush=True)
+    target = work / f"p{size}"
+    subprocess.run(["cp", "-a", str(cached / "project"), str(target)], check=True)
+    return target
 
 
 def cold(argv: list[str], cwd: Path, env: dict[str, str], stdin: bytes = b"") -> float:
@@ -53,9 +71,9 @@ def main() -> None:
     roots = {}
     for size in sizes:
         began = time.perf_counter()
-        roots[size] = base / f"p{size}"
-        make_project(roots[size], size)
-        print(f"built {size} ended sessions + 3 active in {time.perf_counter() - began:.1f} s", flush=True)
+        roots[size] = corpus(size, base)
+        print(f"copied the project of {size} ended sessions + 3 active in {time.perf_counter() - began:.1f} s",
+              flush=True)
     caches = base / "pycache"
     modes = {"no bytecode cache": {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(base / "empty")},
              "bytecode cache": {"PYTHONPYCACHEPREFIX": str(caches)}}

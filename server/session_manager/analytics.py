@@ -35,7 +35,7 @@ SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
-    moment = datetime.fromisoformat(value)
+    moment = datetime.fromisoformat(value).replace(microsecond=0)  # the model writes whole seconds
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
