@@ -27,10 +27,10 @@ import stat
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -53,6 +53,8 @@ FAILED_STAGE = frozenset({"failed", "retrying", "escalated"})
 DONE_STATUSES = frozenset({"completed", "bypassed", "skipped"})
 SESSION_STATUSES = frozenset(str(status) for status in SessionStatus)
 Summary = dict[str, Any]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 # -- per-session summaries and their cache -------------------------------------------------------
@@ -123,13 +125,33 @@ def finished(s: Summary) -> bool:
     return bool(s["status"] == "completed" and s.get("pipeline_done"))
 
 
-def _read_summary(store: Store, session_id: str, path: str, folder: str) -> Summary:
-    """The summary of one session's state file; CorruptState (naming the problem) if it is damaged."""
-    topic = _topic(folder)
-    summary = fast_summary(_read_confined(path), topic)
-    if summary is not None:
-        return summary
-    return full_summary(store, session_id, topic)
+Stub = tuple[float, float, bool]  # (started, last touched, active): a session vouched for, not yet summarised
+
+
+def _read_summary(store: Store, session_id: str, path: str, folder: str, low: float = -math.inf,
+                  high: float = math.inf) -> Summary | Stub:
+    """The summary of one session's state file; CorruptState (naming the problem) if it is damaged.
+    A session the fast reader vouches for that is ended and outside [low, high) gets only its
+    `Stub`: its summary is made the first time a report's window reaches it (`SummaryCache`)."""
+    raw = _read_confined(path)
+    data = _vouched(raw)
+    if data is not None:
+        try:
+            started, touched = _ts(data["started_at"]), _touched(data)
+            active = data["status"] in ACTIVE_STATUSES
+            if started is not None and not active and not (started < high and touched >= low):
+                return started, touched, active
+            summary = summarize(data, _topic(folder))
+            if summary["started"] == started and _last_touch(summary) == touched:
+                return summary
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass
+    return full_summary(store, session_id, _topic(folder))
+
+
+def _touched(data: dict[str, Any]) -> float:
+    """`_last_touch` of the summary this state would give, from the state's JSON."""
+    return float(_ts(data.get("ended_at")) or _ts(data.get("completed_at")) or _ts(data["last_updated"]) or 0.0)
 
 
 def full_summary(store: Store, session_id: str, topic: str | None) -> Summary:
@@ -141,13 +163,24 @@ def full_summary(store: Store, session_id: str, topic: str | None) -> Summary:
 
 def fast_summary(raw: bytes | None, topic: str | None) -> Summary | None:
     """The summary straight from the state file's bytes, or None when this reader cannot vouch
-    that it equals `full_summary`'s (the caller then takes that path, which names any damage).
+    that it equals `full_summary`'s (the caller then takes that path, which names any damage)."""
+    data = _vouched(raw)
+    if data is None:
+        return None
+    try:
+        return summarize(data, topic)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
 
-    It vouches only for a current-schema file that orjson parses (it refuses NaN and infinities)
-    and that the model's own schema accepts *strictly*: pydantic-core validates the bytes in Rust
-    with no coercion, so every value already has the type the model would give it and the model's
-    dump would not change it (`_voucher`). A cold report over 10,000 sessions spends most of its
-    time here; this costs about a third of building the model and dumping it."""
+
+def _vouched(raw: bytes | None) -> dict[str, Any] | None:
+    """The state file's JSON if this reader can vouch that summarising it gives what the model's
+    path gives, else None. It vouches only for a current-schema file that orjson parses (it
+    refuses NaN and infinities) and that the model's own schema accepts *strictly*: pydantic-core
+    validates the bytes in Rust with no coercion, so every value already has the type the model
+    would give it and the model's dump would not change it (`_voucher`). A cold report over
+    10,000 sessions spends most of its time here; this costs about a third of building the model
+    and dumping it."""
     if raw is None:
         return None
     try:
@@ -158,7 +191,7 @@ def fast_summary(raw: bytes | None, topic: str | None) -> Summary | None:
         current = data.get("current_stage")
         if current is not None and current not in data.get("stages", {}):
             return None  # SessionState's own check (`_known_current_stage`), left out of the voucher
-        return summarize(data, topic)
+        return data
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # pydantic's ValidationError is a ValueError
 
@@ -251,7 +284,7 @@ def _topic(folder: str) -> str | None:
     return topic if isinstance(topic, str) else None
 
 
-def _gc_paused(fn: Any) -> Any:
+def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run `fn` with Python's cycle collector paused. Summaries are trees of dicts, lists and
     scalars (no cycles) and a report allocates hundreds of thousands of them while holding the
     earlier ones: every collection would walk all that is held, a third of a cold report's time.
@@ -260,7 +293,7 @@ def _gc_paused(fn: Any) -> Any:
     import gc
 
     @functools.wraps(fn)
-    def paused(*args: Any, **kwargs: Any) -> Any:
+    def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         was = gc.isenabled()
         gc.disable()
         try:
@@ -286,7 +319,8 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
     unreadable: list[str] = []
     with SummaryCache(store) as cache:
         known = cache.keys()
-        fetch: list[str] = []
+        fetch: dict[str, tuple[str, str, str]] = {}  # id -> (key, state file, folder) of cache hits in the window
+        jobs: list[Job] = []  # sessions the cache has nothing (current) for
         present: set[str] = set()
         for level in wanted or list(LEVELS.values()):
             folder = store.level_dir(level)
@@ -313,20 +347,85 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                 hit = known.get(session_id)
                 if hit is not None and hit[0] == key:
                     if hit[3] or (hit[1] < high and hit[2] >= low):
-                        fetch.append(session_id)
+                        fetch[session_id] = (key, path, os.path.join(folder, session_id))
                     continue
-                try:
-                    summary = _read_summary(store, session_id, path, os.path.join(folder, session_id))
-                except SessionError:
-                    unreadable.append(session_id)
-                    continue
+                jobs.append((session_id, key, path, os.path.join(folder, session_id)))
+        for session_id, key, summary in _read_many(store, jobs, low, high):
+            if summary is None:
+                unreadable.append(session_id)
+            elif isinstance(summary, tuple):
+                cache.put_stub(session_id, key, summary)
+            else:
                 cache.put(session_id, key, summary)
                 if summary["status"] in ACTIVE_STATUSES or (summary["started"] < high and _last_touch(summary) >= low):
                     summaries.append(summary)
-        summaries += cache.fetch(fetch)
+        found, missing = cache.fetch(list(fetch))
+        summaries += found
+        for session_id in missing:  # a stub the window now reaches, or a row of the wrong shape
+            key, path, where = fetch[session_id]
+            try:
+                summary = _read_summary(store, session_id, path, where)
+            except SessionError:
+                unreadable.append(session_id)
+                continue
+            assert not isinstance(summary, tuple)  # no window given: always a summary
+            cache.put(session_id, key, summary)
+            summaries.append(summary)
         cache.drop([session_id for session_id in known if session_id not in present
                     and (wanted is None or level_of(session_id) in wanted)])
     return summaries, unreadable
+
+
+Job = tuple[str, str, str, str]  # (session id, cache key, state file, folder)
+Read = tuple[str, str, Summary | Stub | None]  # (session id, cache key, what was read: None = unreadable)
+PARALLEL_FROM = 2000  # sessions to read before a second process is worth its fork
+
+
+def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
+    """`_read_summary` of every job. With many to read (a cold cache: the first report after an
+    upgrade, a fresh clone) and more than one core, a forked child reads the second half while
+    this process reads the first; its results come back through a temporary file as JSON. Only
+    from a process with no other threads (the CLI; never the MCP server, where forking could
+    copy a lock another thread holds); if the child fails, this process reads its half too."""
+    import threading
+
+    if len(jobs) < PARALLEL_FROM or (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
+        return _read_jobs(store, jobs, low, high)
+    import tempfile
+
+    half = len(jobs) // 2
+    with tempfile.TemporaryFile() as out:
+        pid = os.fork()
+        if pid == 0:  # the child: read, write, leave without running anything of the parent's
+            code = 1
+            try:
+                out.write(_dumps(_read_jobs(store, jobs[half:], low, high)))
+                out.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        mine = _read_jobs(store, jobs[:half], low, high)
+        _, status = os.waitpid(pid, 0)
+        theirs: list[Read] | None = None
+        if os.waitstatus_to_exitcode(status) == 0:
+            out.seek(0)
+            try:
+                rows = _loads(out.read())
+                theirs = [(sid, key, tuple(value) if isinstance(value, list) else value)
+                          for sid, key, value in rows]
+            except (ValueError, TypeError):
+                theirs = None
+    return mine + (theirs if theirs is not None else _read_jobs(store, jobs[half:], low, high))
+
+
+def _read_jobs(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
+    reads: list[Read] = []
+    for session_id, key, path, folder in jobs:
+        try:
+            reads.append((session_id, key, _read_summary(store, session_id, path, folder, low, high)))
+        except SessionError:
+            reads.append((session_id, key, None))
+    return reads
 
 
 ACTIVE_STATUSES = frozenset({"initialized", "in_progress", "failed"})
@@ -410,26 +509,35 @@ class SummaryCache:
                              .fetchall(), [])
         return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
 
-    def fetch(self, ids: list[str]) -> list[Summary]:
-        """The cached summaries of `ids` (any of the wrong shape is left out and forgotten)."""
+    def fetch(self, ids: list[str]) -> tuple[list[Summary], list[str]]:
+        """The cached summaries of `ids`, and the ids it has no summary for (a stub, a row of the
+        wrong shape, or none: the caller reads those sessions again)."""
         found: list[Summary] = []
         bad: list[str] = []
+        seen: set[str] = set()
         for offset in range(0, len(ids), 500):
             chunk = ids[offset:offset + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._guarded(lambda: self.conn.execute(
                 f"SELECT id, data FROM summaries WHERE id IN ({marks})", chunk).fetchall(), [])
             for session_id, data in rows:
+                seen.add(session_id)
                 try:
-                    summary = _loads(data)
+                    summary = _loads(data) if data else None
                 except (ValueError, RecursionError):
                     summary = None
                 if isinstance(summary, dict) and _summary_shaped(summary):
                     found.append(summary)
                 else:
                     bad.append(session_id)
-        self.drop(bad)
-        return found
+        return found, bad + [session_id for session_id in ids if session_id not in seen]
+
+    def put_stub(self, session_id: str, key: str, stub: Stub) -> None:
+        """A session vouched for but not summarised (outside the window): its columns, no data."""
+        started, touched, active = stub
+        self.writes.append((session_id, key, started, touched, int(active), b""))
+        if len(self.writes) >= 500:
+            self._flush()
 
     def put(self, session_id: str, key: str, summary: Summary) -> None:
         self.writes.append((session_id, key, summary["started"], _last_touch(summary),
