@@ -41,6 +41,7 @@ from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
 from session_manager.store import STATE_FILE, Store, atomic_write
 
+from orjson import OPT_APPEND_NEWLINE
 from orjson import dumps as _dumps  # a declared dependency
 from orjson import loads as _loads
 
@@ -262,10 +263,13 @@ def _read_confined(path: str) -> bytes | None:
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            return handle.read()
+        chunks = [os.read(fd, info.st_size + 1)]
+        while chunks[-1]:  # the file may have grown since fstat
+            chunks.append(os.read(fd, 1 << 16))
+        return b"".join(chunks)
     except OSError:
         return None
     finally:
@@ -399,7 +403,8 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[R
         if pid == 0:  # the child: read, write, leave without running anything of the parent's
             code = 1
             try:
-                out.write(_dumps(_read_jobs(store, jobs[half:], low, high)))
+                for read in _read_jobs(store, jobs[half:], low, high):
+                    out.write(_dumps(read, option=OPT_APPEND_NEWLINE))  # one line each: read back one by one
                 out.flush()
                 code = 0
             finally:
@@ -410,9 +415,12 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[R
         if os.waitstatus_to_exitcode(status) == 0:
             out.seek(0)
             try:
-                rows = _loads(out.read())
-                theirs = [(sid, key, tuple(value) if isinstance(value, list) else value)
-                          for sid, key, value in rows]
+                theirs = []
+                for line in out:
+                    sid, key, value = _loads(line)
+                    theirs.append((sid, key, tuple(value) if isinstance(value, list) else value))
+                if len(theirs) != len(jobs) - half:
+                    theirs = None
             except (ValueError, TypeError):
                 theirs = None
     return mine + (theirs if theirs is not None else _read_jobs(store, jobs[half:], low, high))
