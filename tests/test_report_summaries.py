@@ -25,7 +25,7 @@ from session_manager.store import STATE_FILE
 
 pytestmark = pytest.mark.usefixtures("utc")  # report days are local days: expectations are in UTC
 
-WIDE = ("--since", "2026-10-01T00:00:00Z", "--until", "2026-11-21T12:00:00Z")
+WIDE = ("--since", "2026-10-01T00:00:00Z", "--until", "2026-11-22T00:00:00Z")  # every session
 NARROW = ("--since", "2026-11-18T00:00:00Z", "--until", "2026-11-21T12:00:00Z")
 
 

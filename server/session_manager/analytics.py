@@ -82,7 +82,7 @@ def summary_fields(data: dict[str, Any]) -> Summary:
         "completion_rate": None if completion is None else round(completion, 4),
         "bugs": [outcome.get("bugs_fixed"), outcome.get("bugs_introduced")],
         "learnings": learnings, "blockers": blockers,
-        "stage_scores": {name: s["overall_score"] for name, s in stages.items()
+        "stage_scores": {name: float(s["overall_score"]) for name, s in stages.items()
                          if s.get("status") == "completed" and s.get("overall_score") is not None},
         "stage_models": {name: s["model"] for name, s in stages.items() if s.get("model")},
         "retries": {name: s["total_attempts"] - 1 for name, s in stages.items() if s.get("total_attempts", 0) > 1},

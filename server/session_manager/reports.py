@@ -72,6 +72,11 @@ def _num(value: Any) -> float:
     return float(value)
 
 
+def _opt_num(value: Any) -> float | None:
+    """A float field of the model as its dump gives it (a JSON 1 is validated, and dumped, as 1.0)."""
+    return None if value is None else _num(value)
+
+
 def summarize(data: dict[str, Any], topic: str | None) -> Summary:
     """The compact facts a report needs from one session (JSON-ready), taken from the JSON of
     its `pipeline_status.json`. It reads the JSON directly rather than through the pydantic model:
@@ -92,12 +97,12 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
         "id": data["session_id"], "level": data["level"], "status": data["status"],
         "episode": data.get("episode_number"), "topic": topic, "started": _ts(data["started_at"]),
         "updated": _ts(data["last_updated"]), "completed": _ts(data.get("completed_at")),
-        "ended": _ts(data.get("ended_at")), "budget": data.get("budget", {}).get("usd"),
+        "ended": _ts(data.get("ended_at")), "budget": _opt_num(data.get("budget", {}).get("usd")),
         "cost": _num(costs.get("total_cost", 0.0)),
         "by_stage": {name: _num(usd) for name, usd in costs.get("cost_by_stage", {}).items()},
         "tokens": costs.get("tokens_used", 0), "stages": list(stages),
         "quality": {metric: _num(value) for metric, value in data.get("quality_metrics", {}).items()},
-        "overall": data.get("quality_overall"), "errors": errors,
+        "overall": _opt_num(data.get("quality_overall")), "errors": errors,
         "error_count": data.get("error_count", 0), "recovery_count": data.get("recovery_count", 0),
         "gates": {name: s["gate_failures"] for name, s in stages.items() if s.get("gate_failures")},
         "bypasses": [[name, s.get("override_reason"), _ts(s.get("completed_at"))] for name, s in stages.items()
@@ -105,8 +110,8 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
         "durations": {name: _num(s["execution_seconds"]) for name, s in stages.items()
                       if s.get("status") == "completed" and s.get("execution_seconds") is not None},
         "open_failures": sum(1 for s in stages.values() if s.get("status") in FAILED_STAGE),
-        "current": current, "current_status": current_state.get("status") if current_state else None,
-        "progress": data.get("progress", {}).get("percent", 0.0),
+        "current": current, "current_status": current_state.get("status", "pending") if current_state else None,
+        "progress": _num(data.get("progress", {}).get("percent", 0.0)),
         "alerts": [[a["kind"], a["severity"], a["message"]] for a in data.get("alerts", [])],
         "claude_sessions": list(data.get("claude_sessions", [])),
         # the pipeline ran to its end: no stage pending, running, failed or retrying
@@ -377,6 +382,9 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
             summaries.append(summary)
         cache.drop([session_id for session_id in known if session_id not in present
                     and (wanted is None or level_of(session_id) in wanted)])
+    # one order whatever the cache held (cold, warm, stubs summarised late): ties in the analytics
+    # (the first and last session of a recurring blocker, ...) then come out the same every time
+    summaries.sort(key=lambda s: (s["started"], s["id"]))
     return summaries, unreadable
 
 
