@@ -4,7 +4,11 @@ failures, recurring errors, bypasses and alerts, with per-day trends.
 Speed comes from a summary cache, `.claude/.session-manager/report-cache.sqlite` (see
 `SummaryCache`): one compact summary per session, keyed by its `pipeline_status.json`'s mtime
 (ns), size and inode, with the columns a window filters on, so only the sessions of the
-window are decoded and held in memory; the session files stay the truth.
+window are decoded and held in memory; the session files stay the truth. Filling it (a cold
+cache) reads each state file once through a strict fast reader (`_vouched`: the model's own
+schema checked in Rust, the model's path only for what it cannot vouch for), summarises only
+the sessions the window needs (the others are cached as stubs until a window reaches them),
+and reads with two processes on two cores (`_read_many`).
 
 Definitions (also in docs/costs-and-reports.md):
 * a session is *in* a window when it started before the window ends and was last touched
@@ -407,7 +411,10 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[R
 
     half = len(jobs) // 2
     with tempfile.TemporaryFile() as out:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # no room for a second process: read everything here
+            return _read_jobs(store, jobs, low, high)
         if pid == 0:  # the child: read, write, leave without running anything of the parent's
             code = 1
             try:
