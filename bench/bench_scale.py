@@ -132,6 +132,7 @@ def main() -> None:
               " (target <= 2x)")
     print(f"peak memory of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB;"
           f" load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    shutil.rmtree(base, ignore_errors=True)  # the working copies (the generated projects stay cached)
 
 
 if __name__ == "__main__":
