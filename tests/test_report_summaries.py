@@ -244,3 +244,16 @@ def _without_clock(out: str) -> dict[str, Any]:
     data = json.loads(out)
     data.pop("generated_at", None)
     return data
+
+
+def test_a_linked_session_folder_is_named_and_never_followed(history, tmp_path: Path) -> None:
+    root, ids = history
+    store = Service(root).store
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(store.session_dir(ids["dev"]), elsewhere)
+    linked = store.session_dir(ids["dev"]).parent / "dev_20261119_linked"
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    report = json.loads(run_cli_in_process(root, "report", "month", *WIDE, "--json").out)
+    assert "dev_20261119_linked" in report["unreadable"]
+    assert report["sessions"]["run"] == json.loads(
+        run_cli_in_process(root, "report", "month", *WIDE, "--json").out)["sessions"]["run"]

@@ -339,16 +339,17 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
             folder = store.level_dir(level)
             try:
                 store.guard_level(level)  # a linked level or sessions folder is damage, never followed
-                names = os.listdir(folder)
+                with os.scandir(folder) as entries:  # the entry types come with the listing: no lstat each
+                    folders = {entry.name: entry.is_dir(follow_symlinks=False) for entry in entries}
             except FileNotFoundError:
                 continue
             except (OSError, SessionError):
                 continue
-            for session_id in _session_ids(names):
+            for session_id in _session_ids(list(folders)):
                 present.add(session_id)
                 path = os.path.join(folder, session_id, STATE_FILE)
                 try:
-                    if not stat.S_ISDIR(os.lstat(os.path.join(folder, session_id)).st_mode):
+                    if not folders[session_id]:  # a link or a file where a session folder belongs
                         raise OSError("not a folder")
                     st = os.lstat(path)
                     if not stat.S_ISREG(st.st_mode):
