@@ -257,3 +257,20 @@ def test_a_linked_session_folder_is_named_and_never_followed(history, tmp_path: 
     assert "dev_20261119_linked" in report["unreadable"]
     assert report["sessions"]["run"] == json.loads(
         run_cli_in_process(root, "report", "month", *WIDE, "--json").out)["sessions"]["run"]
+
+
+def test_a_schema_part_the_voucher_does_not_know_makes_it_use_the_models_validator(
+        history, monkeypatch: pytest.MonkeyPatch) -> None:
+    from session_manager.model import SessionState
+
+    root, ids = history
+    monkeypatch.setattr(reports, "_HARMLESS", frozenset())  # as if the model grew a validator of its own
+    monkeypatch.setattr(reports, "_VOUCHER", [])
+    assert reports._voucher() is SessionState.__pydantic_validator__
+    store = Service(root).store
+    folder = store.session_dir(ids["dev"])
+    topic = reports._topic(str(folder))
+    assert reports.fast_summary((folder / STATE_FILE).read_bytes(), topic) == \
+        reports.full_summary(store, ids["dev"], topic)
+    damaged = store.session_dir(ids["unknown_current_stage"])
+    assert reports.fast_summary((damaged / STATE_FILE).read_bytes(), topic) is None
