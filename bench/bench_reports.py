@@ -1,7 +1,7 @@
 """Report speed over 10,000 sessions: cold (no summary cache) and warm, in fresh processes,
 with peak memory (max RSS of the process), plus the end-to-end CLI `report month --json`.
 
-    .venv/bin/python bench/bench_reports.py [--sessions 10000] [--keep DIR]
+    .venv/bin/python bench/bench_reports.py [--sessions 10000] [--keep DIR] [--baseline REV]
 
 The sessions are production episodes written straight to disk (through the pydantic models
 the tool itself uses), each with nine stages, costs per stage, quality scores, some retries,
@@ -109,20 +109,25 @@ import resource, sys, time
 from pathlib import Path
 from session_manager.service import Service
 service = Service(Path(sys.argv[1]))
-t = time.perf_counter()
+t, c = time.perf_counter(), time.process_time()
 report = service.report(period="month")
-elapsed = time.perf_counter() - t
+elapsed, cpu = time.perf_counter() - t, time.process_time() - c
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2f}")
+print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2f} {cpu:.4f}")
 """
 
+Run = tuple[float, float, int, str, float]
 
-def run_child(root: Path) -> tuple[float, float, int, str]:
+
+def run_child(root: Path, code: Path | None = None) -> Run:
     """(seconds of Service.report in a fresh process, imports excluded; the process's peak RSS in MB;
-    sessions in the report; its total cost)."""
-    out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=True).stdout
-    seconds, peak, run, total = out.split()
-    return float(seconds), float(peak), int(run), total
+    sessions in the report; its total cost; the CPU seconds it took, which a loaded machine
+    disturbs far less than the wall clock). `code`: run that copy of `server/` instead of ours."""
+    env = {**os.environ, "PYTHONPATH": str(code)} if code else None
+    out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=True,
+                         env=env).stdout
+    seconds, peak, run, total, cpu = out.split()
+    return float(seconds), float(peak), int(run), total, float(cpu)
 
 
 def main() -> None:
@@ -130,6 +135,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="build (or reuse) the sessions in this folder")
+    parser.add_argument("--baseline", metavar="REV", help="also run the report code of this git revision,"
+                        " interleaved with ours on the same sessions (the fair comparison on a busy machine)")
     args = parser.parse_args()
 
     base = args.keep or Path(tempfile.mkdtemp(prefix="bench-reports-"))
@@ -140,11 +147,31 @@ def main() -> None:
         print(f"generated {args.sessions} sessions in {time.perf_counter() - started:.1f} s under {root}")
     cache = root / ".claude" / ".session-manager" / "report-cache.sqlite"
 
-    cold = []
-    for _ in range(args.runs):
+    baseline: Path | None = None
+    if args.baseline:
+        baseline = base / f"baseline-{args.baseline}"
+        baseline.mkdir(exist_ok=True)
+        archive = subprocess.run(["git", "archive", args.baseline, "server"], cwd=Path(__file__).resolve().parent.parent,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(baseline)], input=archive, check=True)
+        baseline = baseline / "server"
+
+    def drop_cache() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{cache}{suffix}").unlink(missing_ok=True)
+
+    cold, cold_before = [], []
+    for _ in range(args.runs):  # interleaved with the baseline's, when there is one
+        drop_cache()
         cold.append(run_child(root))
+        if baseline:
+            drop_cache()
+            cold_before.append(run_child(root, baseline))
+    warm_before = []
+    if baseline:  # each version keeps its own cache layout: fill it once, then measure
+        run_child(root, baseline)
+        warm_before = [run_child(root, baseline) for _ in range(args.runs)]
+    run_child(root)
     warm = [run_child(root) for _ in range(args.runs)]
     cli = []
     for _ in range(args.runs):
@@ -153,18 +180,26 @@ def main() -> None:
                        capture_output=True, check=True)
         cli.append(time.perf_counter() - started)
 
-    def line(name: str, runs: list[tuple[float, float, int, str]]) -> str:
-        seconds = statistics.median(r[0] for r in runs)
-        return (f"{name:<34} {seconds:7.3f} s   peak {max(r[1] for r in runs):6.1f} MB   "
+    def line(name: str, runs: list[Run]) -> str:
+        seconds, cpu = statistics.median(r[0] for r in runs), statistics.median(r[4] for r in runs)
+        return (f"{name:<34} {seconds:7.3f} s (CPU {cpu:.3f} s)   peak {max(r[1] for r in runs):6.1f} MB   "
                 f"({runs[0][2]} sessions in the month, ${runs[0][3]})")
 
-    print(f"\nreport month over {args.sessions} sessions, median of {args.runs} runs (budget: < 1 s, < 300 MB):")
+    print(f"\nreport month over {args.sessions} sessions, median of {args.runs} runs (budget: < 1 s, < 300 MB;"
+          f" load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores):")
     print(line("cold: no summary cache", cold))
     print(line("warm: summary cache", warm))
+    if baseline:
+        print(line(f"cold, {args.baseline}", cold_before))
+        print(line(f"warm, {args.baseline}", warm_before))
+        print(f"ours / {args.baseline}: cold {statistics.median(r[0] for r in cold) / statistics.median(r[0] for r in cold_before):.2f}x,"
+              f" warm {statistics.median(r[0] for r in warm) / statistics.median(r[0] for r in warm_before):.2f}x")
     print(f"{'CLI `report month --json` (warm)':<34} {statistics.median(cli):7.3f} s   (whole process, imports included)")
     print(f"cache file: {cache.stat().st_size / 1e6:.1f} MB")
     print(json.dumps({"sessions": args.sessions, "cold_s": statistics.median(r[0] for r in cold),
                       "warm_s": statistics.median(r[0] for r in warm), "cli_s": statistics.median(cli),
+                      "cold_cpu_s": statistics.median(r[4] for r in cold),
+                      "warm_cpu_s": statistics.median(r[4] for r in warm), "load": os.getloadavg()[0],
                       "peak_mb": max(r[1] for r in cold + warm)}))
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)

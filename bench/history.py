@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+VERSION = 1  # bump when the generated project changes: cached copies (bench_scale.py) are then rebuilt
+
 
 def make_project(root: Path, ended: int, active: int = 3) -> list[str]:
     """Build the project at `root` (a git repository); returns the active session ids."""

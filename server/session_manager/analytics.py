@@ -35,7 +35,7 @@ SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
-    moment = datetime.fromisoformat(value)
+    moment = datetime.fromisoformat(value).replace(microsecond=0)  # the model writes whole seconds
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
@@ -82,7 +82,7 @@ def summary_fields(data: dict[str, Any]) -> Summary:
         "completion_rate": None if completion is None else round(completion, 4),
         "bugs": [outcome.get("bugs_fixed"), outcome.get("bugs_introduced")],
         "learnings": learnings, "blockers": blockers,
-        "stage_scores": {name: s["overall_score"] for name, s in stages.items()
+        "stage_scores": {name: float(s["overall_score"]) for name, s in stages.items()
                          if s.get("status") == "completed" and s.get("overall_score") is not None},
         "stage_models": {name: s["model"] for name, s in stages.items() if s.get("model")},
         "retries": {name: s["total_attempts"] - 1 for name, s in stages.items() if s.get("total_attempts", 0) > 1},
@@ -292,10 +292,14 @@ def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -
     totals = (math.fsum(s["cost"] for s in early), math.fsum(s["cost"] for s in late))
     if not all(totals):
         return found
-    stages = {stage for s in [*early, *late] for stage in s["by_stage"]}
-    for stage in sorted(stages):
-        before = [s["by_stage"][stage] for s in early if stage in s["by_stage"]]
-        after = [s["by_stage"][stage] for s in late if stage in s["by_stage"]]
+    spent_before: dict[str, list[float]] = defaultdict(list)  # one pass per half, not one per stage
+    spent_after: dict[str, list[float]] = defaultdict(list)
+    for half, spent in ((early, spent_before), (late, spent_after)):
+        for s in half:
+            for stage, usd in s["by_stage"].items():
+                spent[stage].append(usd)
+    for stage in sorted(spent_before.keys() | spent_after.keys()):
+        before, after = spent_before.get(stage, []), spent_after.get(stage, [])
         if len(before) < rules.min_samples or len(after) < rules.min_samples:
             continue
         share_before, share_after = math.fsum(before) / totals[0], math.fsum(after) / totals[1]

@@ -1,0 +1,276 @@
+"""Report summaries: the fast reader (a state file's bytes, checked strictly against the model's own
+schema) gives exactly the summary the model's path gives, or steps aside; a cold cache gives the
+report a warm one gives; a damaged state is named, never fatal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_cli_in_process
+from fixtures.report_sessions import NOW, built  # noqa: F401 (a fixture)
+from session_manager import reports
+from session_manager.errors import CorruptState
+from session_manager.levels import LEVELS
+from session_manager.service import Service
+from session_manager.store import STATE_FILE
+
+pytestmark = pytest.mark.usefixtures("utc")  # report days are local days: expectations are in UTC
+
+WIDE = ("--since", "2026-10-01T00:00:00Z", "--until", "2026-11-22T00:00:00Z")  # every session
+NARROW = ("--since", "2026-11-18T00:00:00Z", "--until", "2026-11-21T12:00:00Z")
+
+
+def _edit(data: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    copy = json.loads(json.dumps(data))
+    change(copy)
+    return copy
+
+
+def _stage(data: dict[str, Any]) -> dict[str, Any]:
+    return next(iter(data["stages"].values()))
+
+
+# name -> (how to change a healthy state, or raw bytes to write instead)
+ODD: dict[str, Callable[[dict[str, Any]], Any]] = {
+    # valid for the model, but not as this tool writes them: the fast reader must agree or step aside
+    "no_optional_lists": lambda d: _edit(d, lambda x: [x.pop(k) for k in
+                                                      ("errors", "alerts", "claude_sessions", "quality_metrics")]),
+    "no_progress_outcome_budget": lambda d: _edit(d, lambda x: [x.pop(k) for k in ("progress", "outcome", "budget")]),
+    "episode_as_text": lambda d: _edit(d, lambda x: x.update(episode_number="7")),
+    "cost_as_int": lambda d: _edit(d, lambda x: x["cost_tracking"].update(total_cost=3)),
+    "quality_as_int": lambda d: _edit(d, lambda x: x.update(quality_overall=1, quality_metrics={"clarity": 1})),
+    "fractional_seconds": lambda d: _edit(d, lambda x: x.update(started_at="2026-11-19T14:00:00.750Z",
+                                                                last_updated="2026-11-19T15:00:00.250Z")),
+    "offset_times": lambda d: _edit(d, lambda x: x.update(started_at="2026-11-19T16:00:00+02:00")),
+    "naive_times": lambda d: _edit(d, lambda x: x.update(started_at="2026-11-19T14:00:00")),
+    "epoch_number_time": lambda d: _edit(d, lambda x: x.update(last_updated=1_795_000_000)),
+    "stage_without_status": lambda d: _edit(d, lambda x: _stage(x).pop("status")),
+    "stage_seconds_as_int": lambda d: _edit(d, lambda x: _stage(x).update(execution_seconds=60)),
+    "schema_v1": lambda d: _edit(d, lambda x: (x.update(schema_version=1),
+                                               [t.pop("status", None) for t in x["progress"]["tasks_completed"]],
+                                               x["progress"].pop("tasks_failed"))),
+    "no_schema_version": lambda d: _edit(d, lambda x: x.pop("schema_version")),
+    # damage: the model refuses these, and so must the report (named in `unreadable`)
+    "not_json": lambda d: b'{"session_id": "x", ',
+    "nan": lambda d: json.dumps(_edit(d, lambda x: x.update(quality_overall=float("nan")))).encode(),
+    "huge_number": lambda d: json.dumps(d).replace('"total_cost": ', '"total_cost": 1e999, "x_": ', 1).encode(),
+    "missing_started": lambda d: _edit(d, lambda x: x.pop("started_at")),
+    "unknown_field": lambda d: _edit(d, lambda x: x.update(colour="blue")),
+    "unknown_stage_field": lambda d: _edit(d, lambda x: _stage(x).update(colour="blue")),
+    "negative_revision": lambda d: _edit(d, lambda x: x.update(revision=-1)),
+    "negative_task_minutes": lambda d: _edit(d, lambda x: x["progress"]["tasks_completed"][0].update(
+        actual_minutes=-5)),
+    "unknown_current_stage": lambda d: _edit(d, lambda x: x.update(current_stage="nowhere")),
+    "bad_status": lambda d: _edit(d, lambda x: x.update(status="paused")),
+    "future_schema": lambda d: _edit(d, lambda x: x.update(schema_version=99)),
+    "a_list": lambda d: b"[1, 2, 3]",
+    "not_utf8": lambda d: b'{"session_id": "\xff"}',
+}
+DAMAGED = {"not_json", "nan", "huge_number", "missing_started", "unknown_field", "unknown_stage_field",
+           "negative_revision", "negative_task_minutes", "unknown_current_stage", "bad_status", "future_schema",
+           "a_list", "not_utf8"}
+
+
+@pytest.fixture
+def history(built, tmp_path: Path) -> tuple[Path, dict[str, str]]:  # noqa: F811 (the fixture)
+    """The report fixture's six sessions, plus a dev session with tasks, learnings and blockers,
+    plus one copy of that dev session per odd state in ODD (a session folder each)."""
+    source, ids = built
+    root = tmp_path / "history"
+    shutil.copytree(source, root, symlinks=True)
+    service = Service(root, actor="test", clock=lambda: NOW)
+    dev = service.start(level="dev", tag="tasks", topic="odd states").state.session_id
+    service.task(session_id=dev, action="add", items=["write it", "test it"], estimate=30, files=["docs/a.md"])
+    service.task(session_id=dev, action="start", items=["#1"])
+    service.task(session_id=dev, action="done", items=["#1"], tests=["tests/test_a.py"])
+    service.update(session_id=dev, learnings=["a fixture per concern"], blockers=["waiting for review"])
+    service.end(session_id=dev, close_open_stages=True, summary="done", bugs_fixed=1, tests_passed=3, tests_total=4)
+    ids["dev"] = dev
+    folder = service.store.session_dir(dev)
+    healthy = json.loads((folder / STATE_FILE).read_text())
+    assert healthy["progress"]["tasks_completed"], "the dev session needs a completed task"
+    for n, (name, change) in enumerate(ODD.items()):
+        session_id = f"dev_20261119_odd-{n}"
+        target = folder.parent / session_id
+        shutil.copytree(folder, target)
+        state = _edit(healthy, lambda x, sid=session_id: x.update(session_id=sid))  # type: ignore[misc]
+        changed = change(state)
+        (target / STATE_FILE).write_bytes(changed if isinstance(changed, bytes) else json.dumps(changed).encode())
+        ids[name] = session_id
+    return root, ids
+
+
+def _all_sessions(root: Path) -> list[tuple[str, Path]]:
+    store = Service(root).store
+    found = []
+    for level in LEVELS.values():
+        folder = store.level_dir(level)
+        if folder.is_dir():
+            found += [(p.name, p) for p in sorted(folder.iterdir()) if p.is_dir()]
+    return found
+
+
+def test_the_fast_summary_equals_the_models_or_steps_aside(history) -> None:
+    root, ids = history
+    store = Service(root).store
+    vouched, stepped_aside, damaged = [], [], []
+    for session_id, folder in _all_sessions(root):
+        topic = reports._topic(str(folder))
+        fast = reports.fast_summary((folder / STATE_FILE).read_bytes(), topic)
+        try:
+            full = reports.full_summary(store, session_id, topic)
+        except CorruptState:
+            assert fast is None, f"{session_id}: the fast reader vouched for a state the model refuses"
+            damaged.append(session_id)
+            continue
+        if fast is None:
+            stepped_aside.append(session_id)
+        else:
+            assert fast == full, session_id
+            # equal as stored too (the cache keeps JSON): no 1 where the model's path has 1.0
+            assert json.dumps(fast, sort_keys=True) == json.dumps(full, sort_keys=True), session_id
+            vouched.append(session_id)
+    assert sorted(damaged) == sorted(ids[name] for name in DAMAGED)
+    # every state this tool writes is vouched for: the fast path is the one taken in practice
+    assert {ids[k] for k in ("A", "B", "C", "D", "E", "F", "dev")} <= set(vouched)
+    # what the strict reader cannot vouch for goes the model's way (coerced, migrated, defaulted)
+    assert {ids[k] for k in ("episode_as_text", "schema_v1", "no_schema_version", "epoch_number_time")} \
+        <= set(stepped_aside)
+
+
+def test_a_cold_cache_gives_the_warm_report(history) -> None:
+    root, _ids = history
+    cache = root / ".claude" / ".session-manager" / reports.CACHE_FILE
+    cold = run_cli_in_process(root, "report", "month", *WIDE)
+    assert cold.code == 0 and cache.exists()
+    warm = run_cli_in_process(root, "report", "month", *WIDE)
+    assert warm.out == cold.out
+    cold_json = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    warm_json = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    assert _without_clock(cold_json.out) == _without_clock(warm_json.out)
+
+
+def test_sessions_outside_the_first_window_are_summarised_when_a_later_one_reaches_them(history) -> None:
+    root, _ids = history
+    cache = root / ".claude" / ".session-manager" / reports.CACHE_FILE
+    first = run_cli_in_process(root, "report", "month", *NARROW, "--json")  # stubs for the older sessions
+    assert first.code == 0
+    stubs = _stub_count(cache)
+    assert stubs > 0
+    after_stubs = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    assert _stub_count(cache) == 0  # the wide window summarised them
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
+    cold = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    assert _without_clock(after_stubs.out) == _without_clock(cold.out)
+    assert json.loads(cold.out)["sessions"]["run"] > json.loads(first.out)["sessions"]["run"]
+
+
+def test_a_damaged_state_in_the_history_is_named_not_fatal(history) -> None:
+    root, ids = history
+    for attempt in ("cold", "warm"):
+        result = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+        assert result.code == 0, attempt
+        report = json.loads(result.out)
+        assert sorted(report["unreadable"]) == sorted(ids[name] for name in DAMAGED), attempt
+    text = run_cli_in_process(root, "report", "month", *WIDE)
+    assert text.code == 0 and ids["nan"] in text.out
+
+
+def test_a_state_changed_after_the_cache_was_filled_is_read_again(history) -> None:
+    root, ids = history
+    run_cli_in_process(root, "report", "month", *WIDE)
+    path = Service(root).store.session_dir(ids["unknown_field"]) / STATE_FILE
+    healthy = Service(root).store.session_dir(ids["dev"]) / STATE_FILE
+    data = json.loads(healthy.read_text())
+    data["session_id"] = ids["unknown_field"]
+    path.write_text(json.dumps(data))  # repaired by hand
+    report = json.loads(run_cli_in_process(root, "report", "month", *WIDE, "--json").out)
+    assert ids["unknown_field"] not in report["unreadable"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="needs fork and two cores")
+def test_the_forked_reader_gives_what_one_process_reads(history, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, ids = history
+    store = Service(root).store
+    jobs = []
+    for session_id, folder in _all_sessions(root):
+        path = folder / STATE_FILE
+        jobs.append((session_id, "k", str(path), str(folder)))
+    low = datetime(2026, 11, 18, tzinfo=UTC).timestamp()
+    high = datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp()
+    alone = reports._read_jobs(store, jobs, low, high)
+    monkeypatch.setattr(reports, "PARALLEL_FROM", 2)
+    if threading.active_count() > 1:
+        pytest.skip("this test process runs other threads: the reader never forks then")
+    forked = reports._read_many(store, jobs, low, high)
+    assert forked == alone
+    assert any(isinstance(value, tuple) for _sid, _key, value in alone)  # stubs travel back as stubs
+    assert any(value is None for _sid, _key, value in alone)  # so do unreadable ones
+    assert any(isinstance(value, dict) for _sid, _key, value in alone)
+
+
+def test_the_voucher_is_the_models_schema_without_its_harmless_python_steps() -> None:
+    from pydantic_core import SchemaValidator
+
+    from session_manager.model import SessionState
+
+    assert isinstance(reports._voucher(), SchemaValidator)
+    assert reports._voucher() is not SessionState.__pydantic_validator__
+    state = json.dumps({"session_id": "dev_20261119_x", "level": "dev", "started_at": "2026-11-19T14:00:00Z",
+                        "last_updated": "2026-11-19T14:00:00Z"})
+    reports._voucher().validate_json(state, strict=True)
+    with pytest.raises(ValueError):
+        reports._voucher().validate_json(state.replace("}", ', "colour": "blue"}'), strict=True)
+
+
+def _stub_count(cache: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(cache) as conn:
+        return int(conn.execute("SELECT count(*) FROM summaries WHERE length(data) = 0").fetchone()[0])
+
+
+def _without_clock(out: str) -> dict[str, Any]:
+    data = json.loads(out)
+    data.pop("generated_at", None)
+    return data
+
+
+def test_a_linked_session_folder_is_named_and_never_followed(history, tmp_path: Path) -> None:
+    root, ids = history
+    store = Service(root).store
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(store.session_dir(ids["dev"]), elsewhere)
+    linked = store.session_dir(ids["dev"]).parent / "dev_20261119_linked"
+    linked.symlink_to(elsewhere, target_is_directory=True)
+    report = json.loads(run_cli_in_process(root, "report", "month", *WIDE, "--json").out)
+    assert "dev_20261119_linked" in report["unreadable"]
+    assert report["sessions"]["run"] == json.loads(
+        run_cli_in_process(root, "report", "month", *WIDE, "--json").out)["sessions"]["run"]
+
+
+def test_a_schema_part_the_voucher_does_not_know_makes_it_use_the_models_validator(
+        history, monkeypatch: pytest.MonkeyPatch) -> None:
+    from session_manager.model import SessionState
+
+    root, ids = history
+    monkeypatch.setattr(reports, "_HARMLESS", frozenset())  # as if the model grew a validator of its own
+    monkeypatch.setattr(reports, "_VOUCHER", [])
+    assert reports._voucher() is SessionState.__pydantic_validator__
+    store = Service(root).store
+    folder = store.session_dir(ids["dev"])
+    topic = reports._topic(str(folder))
+    assert reports.fast_summary((folder / STATE_FILE).read_bytes(), topic) == \
+        reports.full_summary(store, ids["dev"], topic)
+    damaged = store.session_dir(ids["unknown_current_stage"])
+    assert reports.fast_summary((damaged / STATE_FILE).read_bytes(), topic) is None
