@@ -188,3 +188,15 @@ def test_a_torn_record_is_a_change_that_never_happened(held: tuple[Service, list
     for job in jobs:
         job()
     assert tree_snapshot(folder) != before and log.stat().st_size == 0
+
+
+def test_a_report_sees_a_change_a_crash_left_in_the_log(held: tuple[Service, list[Callable[[], None]]]) -> None:
+    service, jobs = held
+    sid = _started(service, jobs)
+    folder = _folder(service, sid)
+    old_state = (folder / "pipeline_status.json").read_bytes()
+    service.record_cost(session_id=sid, usd=2.5)
+    jobs.clear()
+    (folder / "pipeline_status.json").write_bytes(old_state)  # the rename was lost with the process
+    report = Service(service.root, actor="test").report(period="today")
+    assert report.cost.total_usd == 2.5 and _log(service, sid).stat().st_size == 0

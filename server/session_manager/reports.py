@@ -325,6 +325,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
     plus every active one; all sessions when no window is given. Also the ids whose state file is
     unreadable. Streams: a summary is decoded only when its session is in the window, so memory
     follows the window, not the history (see `SummaryCache`)."""
+    store.redo.checkpoint_all()  # a change a crash left in a redo log reaches its files first (see redo.py)
     wanted = list(levels) if levels else None
     low = since if since is not None else -math.inf
     high = until if until is not None else math.inf
