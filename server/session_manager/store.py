@@ -24,6 +24,7 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -352,6 +353,48 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, skipped
 
 
+class ParsedStates:
+    """The states a long-running process (the MCP server) committed last, as parsed objects: the
+    next change of the same session takes its state from here instead of reading and validating
+    the file again, while the file is still the one this process wrote (same device, inode,
+    size, modification and change times: every commit renames a new file in, so a write by any
+    other process or by hand shows). An entry is taken out when a change starts and put back
+    only when it commits, so a failed change never leaves a half-changed object behind."""
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[tuple[int, ...], SessionState]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, ...] | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) if stat.S_ISREG(st.st_mode) else None
+
+    def take(self, path: Path) -> SessionState | None:
+        with self._lock:
+            item = self._items.pop(str(path), None)
+        if item is None or self._identity(path) != item[0]:
+            return None
+        return item[1]
+
+    def keep(self, path: Path, state: SessionState) -> None:
+        identity = self._identity(path)
+        if identity is None:
+            return
+        with self._lock:
+            self._items[str(path)] = (identity, state)
+            while len(self._items) > self.LIMIT:
+                self._items.pop(next(iter(self._items)))
+
+
+PARSED = ParsedStates()
+
+
 class Transaction:
     """A locked read-modify-write of one session. Mutate `state`, call `event()` and
     `write()`; nothing reaches the disk unless the block ends without an exception."""
@@ -362,7 +405,8 @@ class Transaction:
         self.actor = actor
         self.now = now
         self.folder = store.session_dir(session_id)
-        self.state = store.read_state(session_id)
+        kept = PARSED.take(self.folder / STATE_FILE) if store.keeps_states else None
+        self.state = kept if kept is not None else store.read_state(session_id)
         self.initial_status = self.state.status
         self.events: list[dict[str, Any]] = []
         self.files: dict[str, str] = {}
@@ -447,6 +491,8 @@ class Transaction:
                 kept.unlink(missing_ok=True)
         if token is not None:
             self.store.index.settle(self.session_id, level, str(checked.status))
+        if self.store.keeps_states:
+            PARSED.keep(self.folder / STATE_FILE, checked)
 
 
 def _keep_old(path: Path) -> Path | None:
@@ -497,6 +543,11 @@ class Store:
         self._redo: Redo | None = None
         # set by the MCP server: a committed change's checkpoint (its fsyncs) runs after the answer
         self.defer_checkpoint: Callable[[str], None] | None = None
+
+    @property
+    def keeps_states(self) -> bool:
+        """A long-running server keeps the states it committed parsed (see ParsedStates)."""
+        return self.defer_checkpoint is not None
 
     @property
     def index(self) -> Index:
