@@ -25,6 +25,7 @@ import secrets
 import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -744,24 +745,37 @@ class Store:
 
     @contextmanager
     def lock(self, session_id: str, timeout: float | None = None) -> Iterator[None]:
-        from filelock import FileLock, Timeout
+        """The session's lock: an `flock` on its lock file (what filelock takes too, so older
+        versions and other tools interoperate), released by the kernel if the holder dies.
+        Taken directly: it is on every change's path. LockTimeout after `timeout` seconds
+        (default: the config's lock timeout)."""
+        import fcntl
 
-        lock = FileLock(str(self.lock_path(session_id)), timeout=self.lock_timeout if timeout is None else timeout)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise LockTimeout(
-                f"session {session_id} is busy: another process held its lock for"
-                f" {self.lock_timeout:g} s; try again"
-            ) from None
         from session_manager.redo import hold
 
-        hold(session_id, True)
+        limit = self.lock_timeout if timeout is None else timeout
+        fd = open_fd(self.lock_path(session_id), os.O_RDWR | os.O_CREAT)
         try:
-            yield
+            deadline = time.monotonic() + limit
+            pause = 0.001
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"session {session_id} is busy: another process held its lock for"
+                                          f" {limit:g} s; try again") from None
+                    time.sleep(pause)
+                    pause = min(pause * 2, 0.05)
+            hold(session_id, True)
+            try:
+                yield
+            finally:
+                hold(session_id, False)
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            hold(session_id, False)
-            lock.release()
+            os.close(fd)
 
     @contextmanager
     def transaction(self, session_id: str, actor: str, now: datetime | None = None) -> Iterator[Transaction]:
