@@ -31,7 +31,7 @@ def test_derived_work_runs_after_the_answer_and_is_drained_at_stop(project: Path
                                     cost_usd=0.01)
     assert result.decision in ("advanced", "completed")
     worker.stop()  # everything queued is done before the worker ends
-    assert service.store.redo.path(session_id).stat().st_size == 0  # the checkpoint ran too
+    assert not service.store.redo.path(session_id).exists()  # the checkpoint ran too
     folder = service.store.session_dir(session_id)
     assert (folder / "plan.md").is_file()
     durations = project / ".claude" / ".session-manager" / "durations.json"

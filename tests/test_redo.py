@@ -76,7 +76,7 @@ def test_a_change_is_one_durable_write_and_the_checkpoint_syncs_the_rest(
     assert "stage_completed" in [line["event"] for line in record["journal"]]
     for job in jobs:  # the answer has gone: the checkpoint makes the files durable, the log empties
         job()
-    assert syncs.fsync >= 3 and _log(service, sid).stat().st_size == 0
+    assert syncs.fsync >= 3 and not _log(service, sid).exists()
 
 
 def test_a_power_cut_after_the_commit_point_is_replayed_once(
@@ -97,7 +97,7 @@ def test_a_power_cut_after_the_commit_point_is_replayed_once(
     state = after.store.read_state(sid)
     assert state.stages[STAGE].status == "completed" and state.cost_tracking.total_cost == 0.5
     assert tree_snapshot(folder) == expected  # every file as committed, the journal lines once
-    assert _log(after, sid).stat().st_size == 0
+    assert not _log(after, sid).exists()
     assert after.store.read_journal(sid).unapplied == 0
     assert [s.state.session_id for s in after.status().sessions] == [sid]
 
@@ -133,7 +133,7 @@ def test_a_stale_log_never_overwrites_a_session_put_back_since(
     jobs.clear()  # two changes in the log, never checkpointed; then the user puts an older state back
     (folder / "pipeline_status.json").write_bytes(early)
     state = Service(folder.parents[3], actor="test").store.read_state(sid)
-    assert state.progress.tasks_pending == [] and _log(service, sid).stat().st_size == 0
+    assert state.progress.tasks_pending == [] and not _log(service, sid).exists()
 
 
 def test_restore_empties_the_log_first(held: tuple[Service, list[Callable[[], None]]]) -> None:
@@ -144,7 +144,7 @@ def test_restore_empties_the_log_first(held: tuple[Service, list[Callable[[], No
     jobs.clear()
     assert _log(service, sid).stat().st_size > 0
     service.backup_restore(session_id=sid)
-    assert _log(service, sid).stat().st_size == 0
+    assert not _log(service, sid).exists()
     assert Service(service.root, actor="test").store.read_state(sid).progress.tasks_pending == []
 
 
@@ -158,7 +158,7 @@ def test_a_failure_after_the_record_puts_everything_back(
     with pytest.raises(OSError):
         service.stage_complete(session_id=sid, stage=STAGE, quality={"overall": 0.9})
     assert tree_snapshot(folder) == before
-    assert not _log(service, sid).exists() or _log(service, sid).stat().st_size == 0
+    assert not _log(service, sid).exists()
     assert service.store.read_state(sid).stages[STAGE].status == "in_progress"
 
 
@@ -187,7 +187,7 @@ def test_a_torn_record_is_a_change_that_never_happened(held: tuple[Service, list
     service.update(session_id=sid, add_tasks=["next"])
     for job in jobs:
         job()
-    assert tree_snapshot(folder) != before and log.stat().st_size == 0
+    assert tree_snapshot(folder) != before and not log.exists()
 
 
 def test_a_report_sees_a_change_a_crash_left_in_the_log(held: tuple[Service, list[Callable[[], None]]]) -> None:
@@ -199,4 +199,15 @@ def test_a_report_sees_a_change_a_crash_left_in_the_log(held: tuple[Service, lis
     jobs.clear()
     (folder / "pipeline_status.json").write_bytes(old_state)  # the rename was lost with the process
     report = Service(service.root, actor="test").report(period="today")
-    assert report.cost.total_usd == 2.5 and _log(service, sid).stat().st_size == 0
+    assert report.cost.total_usd == 2.5 and not _log(service, sid).exists()
+
+
+def test_the_redo_folder_holds_only_logs_in_use(held: tuple[Service, list[Callable[[], None]]]) -> None:
+    service, jobs = held
+    ids = [_started(service, jobs) for _ in range(3)]
+    for sid in ids:
+        service.update(session_id=sid, add_tasks=["t"])
+    assert sorted(os.listdir(service.store.redo.folder)) == sorted(f"{sid}.log" for sid in ids)
+    for job in jobs:
+        job()
+    assert os.listdir(service.store.redo.folder) == []  # reports and backups list it: it never grows with history

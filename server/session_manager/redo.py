@@ -114,6 +114,19 @@ class Redo:
         before, after = append_lines(path, [record.line()])
         return path, before, after
 
+    def take_back(self, path: Path, before: int, after: int) -> None:
+        """A change failed after its record: the log is cut back to `before` (removed when that
+        leaves it empty: the folder holds only the logs in use)."""
+        from session_manager.store import undo_append
+
+        undo_append(path, before, after)
+        if before == 0:
+            try:
+                if os.lstat(path).st_size == 0:
+                    path.unlink()
+            except OSError:
+                pass
+
     # -- reading -------------------------------------------------------------------------
     def waiting(self, session_id: str) -> bool:
         """Whether the session's log holds anything (one lstat; a link is left to `read` to refuse)."""
@@ -198,8 +211,8 @@ class Redo:
                     continue
 
     def checkpoint_locked(self, session_id: str) -> None:
-        """Under the session's lock: replay what the files lack, make it durable, empty the log."""
-        from session_manager.store import safe_open
+        """Under the session's lock: replay what the files lack, make it durable, remove the log."""
+        from session_manager.store import guard
 
         path = self.path(session_id)
         records = self.read(session_id)
@@ -214,11 +227,8 @@ class Redo:
                 self._replay(session_id, folder, records, current)
                 self._sync(folder, records)
             # else: the state was replaced since (a restore, a hand edit): the log is stale
-        try:
-            with safe_open(path, "r+b") as handle:
-                handle.truncate(0)
-        except FileNotFoundError:
-            pass
+        guard(path)  # never unlink through a linked folder
+        path.unlink(missing_ok=True)  # removed, not emptied: the folder holds only the logs in use
 
     def _replay(self, session_id: str, folder: Path, records: list[Record], current: int | None) -> None:
         """Bring the files to the log's last change. Records the state already holds get their

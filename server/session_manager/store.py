@@ -483,7 +483,7 @@ class Transaction:
             if mark is not None:
                 undo_append(journal, *mark)
             if logged is not None:
-                undo_append(*logged)
+                redo.take_back(*logged)
             if isinstance(exc, OSError) and exc.errno in FULL_DISK:
                 raise storage_error(exc, f"session {self.session_id}") from None
             raise
