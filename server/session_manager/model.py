@@ -32,8 +32,11 @@ Timestamp = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used
 
 
 class Model(BaseModel):
-    # allow_inf_nan=False: a NaN or an infinity in a state file is damage, named on load
-    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False)
+    # allow_inf_nan=False: a NaN or an infinity in a state file is damage, named on load;
+    # ser_json_inf_nan="constants": one that reached a model shows in its JSON as NaN/Infinity
+    # (not as null), so `dump_json` finds it in the text it writes (see `finite_json`)
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, allow_inf_nan=False,
+                              ser_json_inf_nan="constants")
 
     @field_validator("*", mode="after")
     @classmethod
@@ -381,10 +384,18 @@ def has_non_finite(value: Any) -> bool:
 
 def dump_json(model: BaseModel) -> str:
     """Stable, human-readable JSON: fields in model order, two-space indent, trailing newline.
-    A NaN or an infinity anywhere is refused (pydantic would write `null`, and the file would
-    then be "damaged"): NonFiniteNumber, raised before anything is written."""
-    require_finite(model)
-    return model.model_dump_json(indent=2) + "\n"
+    A NaN or an infinity anywhere is refused (the file would then be "damaged"): NonFiniteNumber,
+    raised before anything is written."""
+    return finite_json(model, model.model_dump_json(indent=2) + "\n")
+
+
+def finite_json(model: BaseModel, text: str) -> str:
+    """`text` (the JSON of one of our models), or NonFiniteNumber naming the field when the model
+    holds a NaN or an infinity: they serialise as NaN/Infinity tokens (ser_json_inf_nan), so text
+    without those words needs no walk of the model; text with them (a note saying "NaN") gets one."""
+    if "NaN" in text or "Infinity" in text:
+        require_finite(model)
+    return text
 
 
 def require_finite(model: BaseModel) -> None:

@@ -208,7 +208,7 @@ def _vouched(raw: bytes | None) -> dict[str, Any] | None:
 
 _VOUCHER: list[Any] = []
 _HARMLESS = frozenset({"_utc_times", "_known_current_stage"})  # never changes what is accepted / checked above
-_KNOWN_CONFIG = frozenset({"extra_fields_behavior", "allow_inf_nan", "title"})
+_KNOWN_CONFIG = frozenset({"extra_fields_behavior", "allow_inf_nan", "title", "ser_json_inf_nan"})  # the last: output only
 
 
 class _Unplain(Exception):

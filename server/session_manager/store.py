@@ -445,8 +445,7 @@ class Transaction:
         base = self.state.revision
         self.state.last_updated = self.now
         self.state.revision += 1
-        require_finite(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
-        text = self.state.model_dump_json(indent=2) + "\n"  # as dump_json, whose NaN check was just made
+        text = dump_json(self.state)  # a NaN or an infinity is refused here, by name, before anything is written
         checked = SessionState.model_validate_json(text)  # what is written is what a read accepts
         journal = self.folder / EVENTS_FILE
         records = [{"session_id": self.session_id, **record, "rev": checked.revision} for record in self.events]
