@@ -287,17 +287,14 @@ def _finished(s: Summary) -> bool:
 
 
 # -- findings ---------------------------------------------------------------------------------------------
-def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -> list[Finding]:
+# The per-session figures the findings need are gathered by `analyse`'s one pass over the window
+# (`_Pass`); these turn them into findings.
+def _cost_findings(totals: tuple[float, float], spent_before: Mapping[str, list[float]],
+                   spent_after: Mapping[str, list[float]], rules: Patterns) -> list[Finding]:
+    """`totals`: the cost of each half; `spent_*`: each stage's spend per session in that half."""
     found: list[Finding] = []
-    totals = (math.fsum(s["cost"] for s in early), math.fsum(s["cost"] for s in late))
     if not all(totals):
         return found
-    spent_before: dict[str, list[float]] = defaultdict(list)  # one pass per half, not one per stage
-    spent_after: dict[str, list[float]] = defaultdict(list)
-    for half, spent in ((early, spent_before), (late, spent_after)):
-        for s in half:
-            for stage, usd in s["by_stage"].items():
-                spent[stage].append(usd)
     for stage in sorted(spent_before.keys() | spent_after.keys()):
         before, after = spent_before.get(stage, []), spent_after.get(stage, [])
         if len(before) < rules.min_samples or len(after) < rules.min_samples:
@@ -319,12 +316,10 @@ def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -
     return found
 
 
-def _model_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
-    runs: dict[str, dict[str, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
-    for s in chosen:
-        for stage, model in s.get("stage_models", {}).items():
-            if stage in s["by_stage"]:
-                runs[stage][model].append((s["by_stage"][stage], s.get("stage_scores", {}).get(stage)))
+Runs = dict[str, dict[str, list[tuple[float, float | None]]]]  # stage -> model -> (cost, score) per run
+
+
+def _model_findings(runs: Runs, rules: Patterns) -> list[Finding]:
     found = []
     for stage in sorted(runs):
         models = []
@@ -355,27 +350,14 @@ def _model_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     return found
 
 
-def _retry_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
+def _retry_findings(ran: Mapping[str, int], retry_count: Mapping[str, int],
+                    retried_costs: Mapping[str, list[float]], clean_costs: Mapping[str, list[float]],
+                    rules: Patterns) -> list[Finding]:
+    """Per stage: the sessions that ran it, their retries, the cost of the retried and clean runs."""
     found = []
-    ran: dict[str, int] = defaultdict(int)  # one pass: sessions that ran the stage, retries, costs
-    retry_count: dict[str, int] = defaultdict(int)
-    retried_costs: dict[str, list[float]] = defaultdict(list)
-    clean_costs: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        by_stage, retries_of = s["by_stage"], s.get("retries", {})
-        for stage in s["stages"]:
-            again = retries_of.get(stage, 0)
-            if stage not in by_stage and not again:
-                continue
-            ran[stage] += 1
-            if again:
-                retry_count[stage] += again
-                retried_costs[stage].append(by_stage.get(stage, 0.0))
-            else:
-                clean_costs[stage].append(by_stage[stage])
     for stage in sorted(ran):
-        sessions, retries = ran[stage], retry_count[stage]
-        retried, clean = retried_costs[stage], clean_costs[stage]
+        sessions, retries = ran[stage], retry_count.get(stage, 0)
+        retried, clean = retried_costs.get(stage, []), clean_costs.get(stage, [])
         rate = retries / sessions
         if sessions >= rules.min_samples and rate >= rules.retry_rate:
             found.append(Finding(
@@ -398,14 +380,10 @@ def _retry_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     return found
 
 
-def _quality_findings(early: list[Summary], late: list[Summary], rules: Patterns) -> list[Finding]:
-    series: dict[str, tuple[list[float], list[float]]] = {
-        "overall": ([s["overall"] for s in early if s["overall"] is not None],
-                    [s["overall"] for s in late if s["overall"] is not None])}
-    stages = sorted({stage for s in [*early, *late] for stage in s.get("stage_scores", {})})
-    for stage in stages:
-        series[stage] = ([s["stage_scores"][stage] for s in early if stage in s.get("stage_scores", {})],
-                         [s["stage_scores"][stage] for s in late if stage in s.get("stage_scores", {})])
+def _quality_findings(overall: tuple[list[float], list[float]],
+                      stage_scores: Mapping[str, tuple[list[float], list[float]]], rules: Patterns) -> list[Finding]:
+    """`overall` and each stage's `stage_scores`: the scores of the earlier half and of the later one."""
+    series = {"overall": overall, **{stage: stage_scores[stage] for stage in sorted(stage_scores)}}
     found = []
     for subject, (before, after) in series.items():
         if len(before) < rules.min_samples or len(after) < rules.min_samples:
@@ -469,12 +447,9 @@ def _error_findings(recurring: list[Any], rules: Patterns) -> list[Finding]:
 
 
 # -- sections -----------------------------------------------------------------------------------------
-def _stage_times(chosen: list[Summary], expected: Mapping[str, Mapping[str, float]],
+def _stage_times(minutes: Mapping[tuple[str, str], list[float]], expected: Mapping[str, Mapping[str, float]],
                  positions: Mapping[str, int]) -> list[StageTime]:
-    minutes: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, seconds in s["durations"].items():
-            minutes[(s["level"], stage)].append(seconds / 60)
+    """`minutes`: per (level, stage), the minutes each completed run took."""
     rows = []
     for (level, stage), values in minutes.items():
         planned = expected.get(level, {}).get(stage)
@@ -524,18 +499,26 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = calendar.monthrange(start.year, start.month)[1]
     elapsed = max((now - start).total_seconds() / 86_400, 1.0)  # a first-hour rate is no rate
-    scoped = [s for s in summaries if level is None or s["level"] == level]
-    to_date = math.fsum(s["cost"] for s in scoped if s["started"] >= start.timestamp())
+    month_start = start.timestamp()
+    this_month: list[float] = []
     stage_cost: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for s in scoped:
-        if _finished(s):
+    active: list[Summary] = []
+    for s in summaries:  # one pass over every session
+        if level is not None and s["level"] != level:
+            continue
+        if s["started"] >= month_start:
+            this_month.append(s["cost"])
+        if s["status"] == "completed" and s.get("pipeline_done"):  # `_finished`
             for stage, usd in s["by_stage"].items():
                 stage_cost[(s["level"], stage)].append(usd)
+        elif s["status"] in ("initialized", "in_progress", "failed"):
+            active.append(s)
+    to_date = math.fsum(this_month)
     mean_cost = {key: math.fsum(values) / len(values) for key, values in stage_cost.items()}
-    active = [s for s in scoped if s["status"] in ("initialized", "in_progress", "failed")]
     to_finish = 0.0
     for s in active:
-        left = [st for st in s["stages"] if st not in s.get("stage_scores", {}) and st not in s["durations"]]
+        scored, timed = s.get("stage_scores", {}), s["durations"]
+        left = [st for st in s["stages"] if st not in scored and st not in timed]
         to_finish += math.fsum(mean_cost.get((s["level"], st), 0.0) for st in left)
     month_end = to_date / elapsed * days if to_date else 0.0
     view = ForecastView(month=start.strftime("%Y-%m"), month_to_date_usd=round(to_date, 4),
@@ -551,6 +534,114 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
     return view
 
 
+class _Pass:
+    """What `analyse` needs from each session of the window, gathered in one pass over them (a
+    report over 25,000 sessions spent most of its arithmetic on thirty separate passes). Lists
+    keep the window's order; every mean is an exact `math.fsum`, so the figures do not depend on
+    the order in which they were gathered."""
+
+    def __init__(self, chosen: list[Summary], low: float, high: float, early: list[Summary],
+                 expected: Mapping[str, Mapping[str, float]], gated: set[str], day_of: Callable[[float], str]) -> None:
+        self.finished: list[Summary] = []  # finished inside the window
+        self.overall: list[float] = []
+        self.learnings: list[tuple[str, str, float, bool]] = []  # (session, text, at, todo) inside the window
+        self.cost_by_day: dict[str, float] = defaultdict(float)
+        self.quality_by_day: dict[str, list[float]] = defaultdict(list)
+        self.costs: tuple[list[float], list[float]] = ([], [])  # per half: the earlier, the later
+        self.quality: tuple[list[float], list[float]] = ([], [])
+        self.tasks_done = self.stages_done = 0
+        self.minutes: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.parts: list[list[float]] = []
+        self.weeks: dict[int, list[list[float]]] = defaultdict(list)
+        self.stage_scores: dict[str, list[float]] = defaultdict(list)
+        self.produced: list[Summary] = []
+        self.gates: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.budgeted: list[tuple[float, float]] = []  # (cost, budget)
+        self.models: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        self.runs: Runs = defaultdict(lambda: defaultdict(list))
+        self.tokens = 0
+        self.scores: list[float] = []
+        self.completion_rates: list[float] = []
+        self.efficiencies: list[float] = []
+        self.bugs_fixed = self.bugs_introduced = 0
+        self.spent: tuple[dict[str, list[float]], dict[str, list[float]]] = (defaultdict(list), defaultdict(list))
+        self.ran: dict[str, int] = defaultdict(int)
+        self.retry_count: dict[str, int] = defaultdict(int)
+        self.retried_costs: dict[str, list[float]] = defaultdict(list)
+        self.clean_costs: dict[str, list[float]] = defaultdict(list)
+        self.scores_by_half: dict[str, tuple[list[float], list[float]]] = {}
+        in_early = {id(s) for s in early}
+        week = 7 * 86_400
+        for s in chosen:
+            half = 1 - (id(s) in in_early)
+            started, cost, overall, level = s["started"], s["cost"], s["overall"], s["level"]
+            by_stage, durations, gates = s["by_stage"], s["durations"], s["gates"]
+            stage_scores = s.get("stage_scores", {})
+            completed = s["completed"]
+            if (s["status"] == "completed" and s.get("pipeline_done") and completed is not None
+                    and low <= completed < high):
+                self.finished.append(s)
+            if overall is not None:
+                self.overall.append(overall)
+                self.quality[half].append(overall)
+            for text, at, todo in s.get("learnings", []):
+                if at is not None and low <= at < high:
+                    self.learnings.append((s["id"], text, at, todo))
+            if low <= started < high:
+                day = day_of(started)
+                self.cost_by_day[day] += cost
+                if overall is not None:
+                    self.quality_by_day[day].append(overall)
+            self.costs[half].append(cost)
+            self.tasks_done += s.get("tasks", [0, 0])[1]
+            self.stages_done += s.get("stages_done", len(durations))
+            for stage, seconds in durations.items():
+                self.minutes[(level, stage)].append(seconds / 60)
+            part = _maturity_parts(s, expected, gated)
+            self.parts.append(part)
+            self.weeks[max(0, int((started - low) // week))].append(part)
+            for stage, value in stage_scores.items():
+                self.stage_scores[stage].append(value)
+                self.scores_by_half.setdefault(stage, ([], []))[half].append(value)
+            if level == "production" and overall is not None:
+                self.produced.append(s)
+            for stage in set(stage_scores) | set(gates):
+                row = self.gates[stage]
+                row[0] += 1
+                row[1] += 0 if gates.get(stage) else 1
+                row[2] += gates.get(stage, 0)
+            if s["budget"]:
+                self.budgeted.append((cost, s["budget"]))
+            for stage, model in s.get("stage_models", {}).items():
+                self.models[model].append((by_stage.get(stage, 0.0), stage_scores.get(stage)))
+                if stage in by_stage:
+                    self.runs[stage][model].append((by_stage[stage], stage_scores.get(stage)))
+            self.tokens += s["tokens"]
+            if s.get("score") is not None:
+                self.scores.append(s["score"])
+            if s.get("completion_rate") is not None:
+                self.completion_rates.append(s["completion_rate"])
+            if s.get("time_efficiency") is not None:
+                self.efficiencies.append(s["time_efficiency"])
+            bugs = s.get("bugs", [None, None])
+            self.bugs_fixed += bugs[0] or 0
+            self.bugs_introduced += bugs[1] or 0
+            spent = self.spent[half]
+            for stage, usd in by_stage.items():
+                spent[stage].append(usd)
+            retries_of = s.get("retries", {})
+            for stage in s["stages"]:
+                again = retries_of.get(stage, 0)
+                if stage not in by_stage and not again:
+                    continue
+                self.ran[stage] += 1
+                if again:
+                    self.retry_count[stage] += again
+                    self.retried_costs[stage].append(by_stage.get(stage, 0.0))
+                else:
+                    self.clean_costs[stage].append(by_stage[stage])
+
+
 def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
             now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None = None,
             day_of: Callable[[float], str] = _day) -> Analytics:
@@ -561,43 +652,32 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
                 for lv in ("dev", "production", "platform", "coded")}
     low, high = since.timestamp(), until.timestamp()
-
-    def inside(epoch: float | None) -> bool:
-        return epoch is not None and low <= epoch < high
+    gated = _gated(config)
+    early, late = halves(chosen)
+    p = _Pass(chosen, low, high, early, expected, gated, day_of)
 
     a = Analytics()
 
-    finished = [s for s in chosen if _finished(s) and inside(s["completed"])]
+    finished = p.finished
     episodes = sorted((s for s in finished if s["level"] == "production"), key=lambda s: s["completed"])
     a.episodes_produced = a.total_production = len(episodes)
-    overall = [s["overall"] for s in chosen if s["overall"] is not None]
+    overall = p.overall
     a.quality_average = _r(_mean(overall))
     a.quality_consistency = _r(statistics.pstdev(overall)) if len(overall) > 1 else None
-    notes = [Learning(session_id=s["id"], text=text, at=datetime.fromtimestamp(at, UTC), todo=todo)
-             for s in chosen for text, at, todo in s.get("learnings", []) if inside(at)]
+    notes = [Learning(session_id=sid, text=text, at=datetime.fromtimestamp(at, UTC), todo=todo)
+             for sid, text, at, todo in p.learnings]
     a.key_learnings = sorted(notes, key=lambda n: (n.at, n.session_id), reverse=True)[:LEARNINGS_SHOWN]
 
     # weekly: trends by start day, velocity
-    cost_by_day: dict[str, float] = defaultdict(float)
-    quality_by_day: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        if inside(s["started"]):
-            day = day_of(s["started"])
-            cost_by_day[day] += s["cost"]
-            if s["overall"] is not None:
-                quality_by_day[day].append(s["overall"])
-    a.cost_trend = [Point(label=d, value=round(v, 4)) for d, v in sorted(cost_by_day.items())]
-    a.quality_trend = [Point(label=d, value=_r(_mean(v))) for d, v in sorted(quality_by_day.items())]
-    early, late = halves(chosen)
-    before, after = _mean(s["cost"] for s in early), _mean(s["cost"] for s in late)
+    a.cost_trend = [Point(label=d, value=round(v, 4)) for d, v in sorted(p.cost_by_day.items())]
+    a.quality_trend = [Point(label=d, value=_r(_mean(v))) for d, v in sorted(p.quality_by_day.items())]
+    before, after = _mean(p.costs[0]), _mean(p.costs[1])
     a.cost_change = _r(after / before) if before and after is not None else None
-    q_before = _mean(s["overall"] for s in early if s["overall"] is not None)
-    q_after = _mean(s["overall"] for s in late if s["overall"] is not None)
+    q_before, q_after = _mean(p.quality[0]), _mean(p.quality[1])
     a.quality_change = _r(q_after - q_before) if q_before is not None and q_after is not None else None
     days = max((high - low) / 86_400, 1 / 24)
-    tasks_done = sum(s.get("tasks", [0, 0])[1] for s in chosen)
-    stages_done = sum(s.get("stages_done", len(s["durations"])) for s in chosen)
-    times = _stage_times(chosen, expected, positions)
+    tasks_done, stages_done = p.tasks_done, p.stages_done
+    times = _stage_times(p.minutes, expected, positions)
     a.velocity = Velocity(days=round(days, 2), tasks_done=tasks_done, tasks_per_day=round(tasks_done / days, 3),
                           stages_done=stages_done, stages_per_day=round(stages_done / days, 3), minutes_per_stage=times)
 
@@ -613,78 +693,54 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
                                           sessions=len(overall), previous_sessions=len(prev_quality))
     if a.quality_improvement.current is not None and a.quality_improvement.previous is not None:
         a.quality_improvement.change = round(a.quality_improvement.current - a.quality_improvement.previous, 4)
-    gated = _gated(config)
-    parts = {s["id"]: _maturity_parts(s, expected, gated) for s in chosen}
-    whole = _maturity(list(parts.values()), len(chosen))
+    whole = _maturity(p.parts, len(chosen))
     a.maturity = Maturity(recovery_rate=whole.recovery_rate, gate_first_pass_rate=whole.gate_first_pass_rate,
                           estimate_accuracy=whole.estimate_accuracy)
-    weeks: dict[int, list[Summary]] = defaultdict(list)
-    for s in chosen:
-        weeks[max(0, int((s["started"] - low) // (7 * 86_400)))].append(s)
-    for index in sorted(weeks):
-        point = _maturity([parts[s["id"]] for s in weeks[index]], len(weeks[index]))
+    for index in sorted(p.weeks):
+        point = _maturity(p.weeks[index], len(p.weeks[index]))
         point.week = day_of(low + index * 7 * 86_400)
         a.maturity.series.append(point)
 
     # seed 000
-    by_stage: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, value in s.get("stage_scores", {}).items():
-            by_stage[stage].append(value)
     a.quality_by_stage = [StageQuality(stage=st, n=len(v), mean=round(statistics.fmean(v), 4),
                                        stdev=round(statistics.pstdev(v), 4), min=round(min(v), 4), max=round(max(v), 4))
-                          for st, v in sorted(by_stage.items(), key=lambda i: (positions.get(i[0], 10_000), i[0]))]
-    produced = sorted((s for s in chosen if s["level"] == "production" and s["overall"] is not None),
-                      key=lambda s: (s["episode"] or 0, s["started"]))
+                          for st, v in sorted(p.stage_scores.items(), key=lambda i: (positions.get(i[0], 10_000), i[0]))]
+    produced = sorted(p.produced, key=lambda s: (s["episode"] or 0, s["started"]))
     a.quality_by_episode = [EpisodeCost(episode=s["episode"], session_id=s["id"], usd=round(s["cost"], 4),
                                         quality=s["overall"], day=day_of(s["started"]))
                             for s in produced[-SERIES_LIMIT:]]
-    gates: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for s in chosen:
-        for stage in set(s.get("stage_scores", {})) | set(s["gates"]):
-            row = gates[stage]
-            row[0] += 1
-            row[1] += 0 if s["gates"].get(stage) else 1
-            row[2] += s["gates"].get(stage, 0)
     a.gate_analysis = sorted((GateAnalysis(stage=st, evaluated=v[0], first_pass=v[1], failures=v[2],
                                            first_pass_rate=round(v[1] / v[0], 4) if v[0] else None)
-                              for st, v in gates.items() if v[2] or st in gated),
+                              for st, v in p.gates.items() if v[2] or st in gated),
                              key=lambda g: (g.first_pass_rate if g.first_pass_rate is not None else 1.0, g.stage))
-    budgeted = [s for s in chosen if s["budget"]]
-    if budgeted:
-        diffs = [s["cost"] - s["budget"] for s in budgeted]
+    if p.budgeted:
+        diffs = [cost - budget for cost, budget in p.budgeted]
         a.cost_variance = CostVariance(
-            sessions=len(budgeted), mean_target_usd=round(statistics.fmean(s["budget"] for s in budgeted), 4),
-            mean_actual_usd=round(statistics.fmean(s["cost"] for s in budgeted), 4),
+            sessions=len(p.budgeted), mean_target_usd=round(statistics.fmean(b for _, b in p.budgeted), 4),
+            mean_actual_usd=round(statistics.fmean(c for c, _ in p.budgeted), 4),
             mean_variance_usd=round(statistics.fmean(diffs), 4), over=sum(1 for d in diffs if d > 0),
             under=sum(1 for d in diffs if d <= 0))
-    models: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
-    for s in chosen:
-        for stage, model in s.get("stage_models", {}).items():
-            models[model].append((s["by_stage"].get(stage, 0.0), s.get("stage_scores", {}).get(stage)))
     a.models = sorted((ModelImpact(model=m, stages=len(v), cost_usd=round(math.fsum(c for c, _ in v), 4),
                                    mean_cost_usd=round(math.fsum(c for c, _ in v) / len(v), 4),
                                    mean_quality=_r(_mean(q for _, q in v if q is not None)))
-                       for m, v in models.items()), key=lambda m: (-m.cost_usd, m.model))
-    tokens = sum(s["tokens"] for s in chosen)
-    spent = math.fsum(s["cost"] for s in chosen)
+                       for m, v in p.models.items()), key=lambda m: (-m.cost_usd, m.model))
+    tokens = p.tokens
+    spent = math.fsum([*p.costs[0], *p.costs[1]])
     a.token_efficiency = TokenEfficiency(
         tokens=tokens, tokens_per_usd=round(tokens / spent, 2) if spent and tokens else None,
         usd_per_million=round(spent / tokens * 1e6, 4) if tokens else None,
         tokens_per_finished_session=round(tokens / len(finished), 1) if finished and tokens else None,
         tokens_per_quality_point=(round(tokens / len(overall) / (a.quality_average * 100), 2)
                                   if tokens and overall and a.quality_average else None))
-    scored = [s for s in chosen if s.get("score") is not None]
     a.sessions = SessionScores(
-        scored=len(scored), mean_score=_r(_mean(s["score"] for s in scored), 2),
-        mean_completion_rate=_r(_mean(s["completion_rate"] for s in chosen if s.get("completion_rate") is not None)),
-        mean_time_efficiency=_r(_mean(s["time_efficiency"] for s in chosen if s.get("time_efficiency") is not None)),
-        bugs_fixed=sum(s.get("bugs", [None, None])[0] or 0 for s in chosen),
-        bugs_introduced=sum(s.get("bugs", [None, None])[1] or 0 for s in chosen))
+        scored=len(p.scores), mean_score=_r(_mean(p.scores), 2), mean_completion_rate=_r(_mean(p.completion_rates)),
+        mean_time_efficiency=_r(_mean(p.efficiencies)), bugs_fixed=p.bugs_fixed, bugs_introduced=p.bugs_introduced)
 
     # patterns
-    findings = [*_cost_findings(early, late, rules), *_model_findings(chosen, rules), *_retry_findings(chosen, rules),
-                *_quality_findings(early, late, rules), *_time_findings(times, rules),
+    totals = (math.fsum(p.costs[0]), math.fsum(p.costs[1]))
+    findings = [*_cost_findings(totals, p.spent[0], p.spent[1], rules), *_model_findings(p.runs, rules),
+                *_retry_findings(p.ran, p.retry_count, p.retried_costs, p.clean_costs, rules),
+                *_quality_findings(p.quality, p.scores_by_half, rules), *_time_findings(times, rules),
                 *_blocker_findings(chosen, rules), *_error_findings(recurring, rules)]
     a.findings = findings[:FINDINGS_LIMIT]
     a.optimisation = [f for f in findings if f.category == "cost"]
