@@ -35,22 +35,44 @@ SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
-    moment = datetime.fromisoformat(value).replace(microsecond=0)  # the model writes whole seconds
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    moment = datetime.fromisoformat(value)
+    if moment.microsecond:  # the model writes whole seconds
+        moment = moment.replace(microsecond=0)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def summary_fields(data: dict[str, Any]) -> Summary:
     """The per-session facts the analytics need, from the JSON of `pipeline_status.json` (read as
     JSON, like the rest of the summary; a schema-1 file reaches here migrated)."""
     progress = data.get("progress") or {}
+    stages: dict[str, dict[str, Any]] = data["stages"]
     done = list(progress.get("tasks_completed") or [])
     failed = list(progress.get("tasks_failed") or [])
     tasks = [*done, *(progress.get("tasks_pending") or []), *failed]
-    timed = [(t["actual_minutes"], t["estimated_minutes"]) for t in done
-             if t.get("actual_minutes") is not None and t.get("estimated_minutes")]
-    actual, estimated = math.fsum(a for a, _ in timed), math.fsum(e for _, e in timed)
+    actual = estimated = 0.0
+    if done:
+        timed = [(t["actual_minutes"], t["estimated_minutes"]) for t in done
+                 if t.get("actual_minutes") is not None and t.get("estimated_minutes")]
+        actual, estimated = math.fsum(a for a, _ in timed), math.fsum(e for _, e in timed)
+    stage_scores: dict[str, float] = {}
+    stage_models: dict[str, Any] = {}
+    retries: dict[str, Any] = {}
+    stages_done = finished_stages = 0
+    for name, s in stages.items():  # one pass over the stages
+        status = s.get("status")
+        if status == "completed":
+            stages_done += 1
+            if s.get("overall_score") is not None:
+                stage_scores[name] = float(s["overall_score"])
+        if status in ("completed", "bypassed", "skipped"):
+            finished_stages += 1
+        if s.get("model"):
+            stage_models[name] = s["model"]
+        if s.get("total_attempts", 0) > 1:
+            retries[name] = s["total_attempts"] - 1
     outcome = data.get("outcome") or {}
-    stages: dict[str, dict[str, Any]] = data["stages"]
     if outcome.get("tests_total"):
         quality = min(outcome.get("tests_passed") or 0, outcome["tests_total"]) / outcome["tests_total"]
     else:
@@ -60,7 +82,6 @@ def summary_fields(data: dict[str, Any]) -> Summary:
     if tasks:
         completion: float | None = len(done) / len(tasks)
     else:
-        finished_stages = sum(1 for s in stages.values() if s.get("status") in ("completed", "bypassed", "skipped"))
         completion = finished_stages / len(stages) if stages else None
     efficiency = actual / estimated if estimated else None
     bug_rate = (outcome["bugs_introduced"] / len(done)) if outcome.get("bugs_introduced") is not None and done else None
@@ -82,11 +103,7 @@ def summary_fields(data: dict[str, Any]) -> Summary:
         "completion_rate": None if completion is None else round(completion, 4),
         "bugs": [outcome.get("bugs_fixed"), outcome.get("bugs_introduced")],
         "learnings": learnings, "blockers": blockers,
-        "stage_scores": {name: float(s["overall_score"]) for name, s in stages.items()
-                         if s.get("status") == "completed" and s.get("overall_score") is not None},
-        "stage_models": {name: s["model"] for name, s in stages.items() if s.get("model")},
-        "retries": {name: s["total_attempts"] - 1 for name, s in stages.items() if s.get("total_attempts", 0) > 1},
-        "stages_done": sum(1 for s in stages.values() if s.get("status") == "completed"),
+        "stage_scores": stage_scores, "stage_models": stage_models, "retries": retries, "stages_done": stages_done,
     }
 
 
