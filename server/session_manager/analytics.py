@@ -533,10 +533,14 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
     to_date = math.fsum(this_month)
     mean_cost = {key: math.fsum(values) / len(values) for key, values in stage_cost.items()}
     to_finish = 0.0
+    cost_of: dict[tuple[str, tuple[str, ...]], float] = {}  # (level, stages left) -> their cost: they repeat
     for s in active:
         scored, timed = s.get("stage_scores", {}), s["durations"]
-        left = [st for st in s["stages"] if st not in scored and st not in timed]
-        to_finish += math.fsum(mean_cost.get((s["level"], st), 0.0) for st in left)
+        left = (s["level"], tuple(st for st in s["stages"] if st not in scored and st not in timed))
+        cost = cost_of.get(left)
+        if cost is None:
+            cost = cost_of[left] = math.fsum(mean_cost.get((left[0], st), 0.0) for st in left[1])
+        to_finish += cost
     month_end = to_date / elapsed * days if to_date else 0.0
     view = ForecastView(month=start.strftime("%Y-%m"), month_to_date_usd=round(to_date, 4),
                         days_elapsed=round(elapsed, 2), days_in_month=days, month_end_usd=round(month_end, 4),

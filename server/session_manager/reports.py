@@ -291,8 +291,11 @@ def _read_confined(path: str) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        chunks = [os.read(fd, info.st_size + 1)]
-        while chunks[-1]:  # the file may have grown since fstat
+        first = os.read(fd, info.st_size + 1)
+        if len(first) <= info.st_size:  # a short read of a regular file: its end
+            return first
+        chunks = [first]
+        while chunks[-1]:  # the file grew since fstat
             chunks.append(os.read(fd, 1 << 16))
         return b"".join(chunks)
     except OSError:
@@ -302,7 +305,7 @@ def _read_confined(path: str) -> bytes | None:
 
 
 def _topic(folder: str) -> str | None:
-    raw = _read_confined(os.path.join(folder, "metadata.json"))
+    raw = _read_confined(folder + "/metadata.json")
     if raw is None:
         return None
     try:
@@ -317,7 +320,8 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run `fn` with Python's cycle collector paused. Summaries are trees of dicts, lists and
     scalars (no cycles) and a report allocates hundreds of thousands of them while holding the
     earlier ones: every collection would walk all that is held, a third of a cold report's time.
-    Reference counting still frees everything as usual; the collector resumes afterwards."""
+    Reference counting still frees everything as usual; the collector resumes afterwards, with
+    what was built counted as old (a young collection over 35,000 summaries took 0.2 s)."""
     import functools
     import gc
 
@@ -329,6 +333,10 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         finally:
             if was:
+                # what was built lives until the report is done: counted as old (the oldest
+                # generation, O(1)), so the next young collections do not walk it all again
+                gc.freeze()
+                gc.unfreeze()
                 gc.enable()
 
     return paused
@@ -354,6 +362,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
         present: set[str] = set()
         for level in wanted or list(LEVELS.values()):
             folder = store.level_dir(level)
+            base = str(folder)
             try:
                 store.guard_level(level)  # a linked level or sessions folder is damage, never followed
                 with os.scandir(folder) as entries:  # the entry types come with the listing: no lstat each
@@ -364,7 +373,8 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                 continue
             for session_id in _session_ids(list(folders)):
                 present.add(session_id)
-                path = os.path.join(folder, session_id, STATE_FILE)
+                where = f"{base}/{session_id}"  # a plain join: os.path.join costs more than the stat
+                path = f"{where}/{STATE_FILE}"
                 try:
                     if not folders[session_id]:  # a link or a file where a session folder belongs
                         raise OSError("not a folder")
@@ -378,9 +388,9 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                 hit = known.get(session_id)
                 if hit is not None and hit[0] == key:
                     if hit[3] or (hit[1] < high and hit[2] >= low):
-                        fetch[session_id] = (key, path, os.path.join(folder, session_id))
+                        fetch[session_id] = (key, path, where)
                     continue
-                jobs.append((session_id, key, path, os.path.join(folder, session_id)))
+                jobs.append((session_id, key, path, where))
         for session_id, _key, summary in _read_many(store, jobs, low, high, cache):  # cached as they are read
             if summary is None:
                 unreadable.append(session_id)
