@@ -155,12 +155,12 @@ Stub = tuple[float, float, bool]  # (started, last touched, active): a session v
 
 
 def _read_summary(store: Store, session_id: str, path: str, folder: str, low: float = -math.inf,
-                  high: float = math.inf) -> Summary | Stub:
+                  high: float = math.inf, raw: bytes | None = None) -> Summary | Stub:
     """The summary of one session's state file; CorruptState (naming the problem) if it is damaged.
     A session the fast reader vouches for that is ended and outside [low, high) gets only its
-    `Stub`: its summary is made the first time a report's window reaches it (`SummaryCache`)."""
-    raw = _read_confined(path)
-    data = _vouched(raw)
+    `Stub`: its summary is made the first time a report's window reaches it (`SummaryCache`).
+    `raw`: the file's bytes when the caller has read them already."""
+    data = _vouched(_read_confined(path) if raw is None else raw)
     if data is not None:
         try:
             started, touched = _ts(data["started_at"]), _touched(data)
@@ -291,6 +291,16 @@ def _read_confined(path: str) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
+        return _read_open(fd, info)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_open(fd: int, info: os.stat_result) -> bytes | None:
+    """The bytes of an open regular file of `info`'s size (more if it grew since)."""
+    try:
         first = os.read(fd, info.st_size + 1)
         if len(first) <= info.st_size:  # a short read of a regular file: its end
             return first
@@ -300,8 +310,6 @@ def _read_confined(path: str) -> bytes | None:
         return b"".join(chunks)
     except OSError:
         return None
-    finally:
-        os.close(fd)
 
 
 def _topic(folder: str) -> str | None:
@@ -359,7 +367,8 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
         known = cache.keys()
         fetch: dict[str, tuple[str, str, str]] = {}  # id -> (key, state file, folder) of cache hits in the window
         jobs: list[Job] = []  # sessions the cache has nothing (current) for
-        present: set[str] = set()
+        present: dict[str, int] = {}  # id -> its place in the listing
+        listed: list[str] = []  # no regular state file found there (in the listing's order)
         for level in wanted or list(LEVELS.values()):
             folder = store.level_dir(level)
             base = str(folder)
@@ -372,31 +381,36 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
             except (OSError, SessionError):
                 continue
             for session_id in _session_ids(list(folders)):
-                present.add(session_id)
+                present[session_id] = len(present)
                 where = f"{base}/{session_id}"  # a plain join: os.path.join costs more than the stat
                 path = f"{where}/{STATE_FILE}"
+                if not folders[session_id]:  # a link or a file where a session folder belongs
+                    listed.append(session_id)
+                    continue
+                hit = known.get(session_id)
+                if hit is None:  # nothing cached: the reader takes the key from the file it opens
+                    jobs.append((session_id, "", path, where))
+                    continue
                 try:
-                    if not folders[session_id]:  # a link or a file where a session folder belongs
-                        raise OSError("not a folder")
                     st = os.lstat(path)
                     if not stat.S_ISREG(st.st_mode):
                         raise OSError("not a regular file")
                 except OSError:
-                    unreadable.append(session_id)
+                    listed.append(session_id)
                     continue
-                key = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
-                hit = known.get(session_id)
-                if hit is not None and hit[0] == key:
+                key = _key(st)
+                if hit[0] == key:
                     if hit[3] or (hit[1] < high and hit[2] >= low):
                         fetch[session_id] = (key, path, where)
                     continue
                 jobs.append((session_id, key, path, where))
-        for session_id, _key, summary in _read_many(store, jobs, low, high, cache):  # cached as they are read
+        for session_id, key, summary in _read_many(store, jobs, low, high, cache):  # cached as they are read
             if summary is None:
-                unreadable.append(session_id)
+                (unreadable if key else listed).append(session_id)
             elif isinstance(summary, dict) and (summary["status"] in ACTIVE_STATUSES
                                                 or (summary["started"] < high and _last_touch(summary) >= low)):
                 summaries.append(summary)
+        unreadable[:0] = sorted(listed, key=present.__getitem__)  # first, as when the listing stat'ed each
         found, missing = cache.fetch(list(fetch))
         summaries += found
         for session_id in missing:  # a stub the window now reaches, or a row of the wrong shape
@@ -484,13 +498,48 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
 
 
 def _read_jobs(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
+    """A job whose key is "" (a session the cache does not know) was not stat'ed by the listing:
+    its key comes from the file as it is opened, and ("", None) says no regular file is there."""
     reads: list[Read] = []
     for session_id, key, path, folder in jobs:
+        raw = None
+        if not key:
+            raw, key = _read_keyed(path)
+            if not key:
+                reads.append((session_id, "", None))
+                continue
         try:
-            reads.append((session_id, key, _read_summary(store, session_id, path, folder, low, high)))
+            reads.append((session_id, key, _read_summary(store, session_id, path, folder, low, high, raw)))
         except SessionError:
             reads.append((session_id, key, None))
     return reads
+
+
+def _key(info: os.stat_result) -> str:
+    """The cache key of a state file: it changes with every write (an atomic write makes a new inode)."""
+    return f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
+
+
+def _read_keyed(path: str) -> tuple[bytes | None, str]:
+    """(the bytes, the cache key) of a state file, from one open and fstat; ("" as the key) when no
+    regular file is there, as `lstat` would say; None as the bytes when it cannot be read so."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None, ""
+        return None, _key(info) if stat.S_ISREG(info.st_mode) else ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, ""
+        return _read_open(fd, info), _key(info)
+    except OSError:
+        return None, ""
+    finally:
+        os.close(fd)
 
 
 ACTIVE_STATUSES = frozenset({"initialized", "in_progress", "failed"})
