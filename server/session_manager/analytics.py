@@ -593,74 +593,103 @@ class _Pass:
         self.scores_by_half: dict[str, tuple[list[float], list[float]]] = {}
         in_early = {id(s) for s in early}
         week = 7 * 86_400
+        # locals, not attributes, in the loop: it runs once per session of the window
+        finished, overall_all, learnings, parts = self.finished, self.overall, self.learnings, self.parts
+        cost_by_day, quality_by_day, costs, quality = self.cost_by_day, self.quality_by_day, self.costs, self.quality
+        minutes_of, weeks, scores_of, produced = self.minutes, self.weeks, self.stage_scores, self.produced
+        gate_rows, budgeted, models, runs, spent_by = self.gates, self.budgeted, self.models, self.runs, self.spent
+        scores, completion_rates, efficiencies = self.scores, self.completion_rates, self.efficiencies
+        ran, retry_count, retried_costs, clean_costs = self.ran, self.retry_count, self.retried_costs, self.clean_costs
+        scores_by_half = self.scores_by_half
+        tasks_done = stages_done = bugs_fixed = bugs_introduced = tokens = 0
+        no_plan: Mapping[str, float] = {}
         for s in chosen:
             half = 1 - (id(s) in in_early)
-            started, cost, overall, level = s["started"], s["cost"], s["overall"], s["level"]
+            started, cost, overall, level, status = s["started"], s["cost"], s["overall"], s["level"], s["status"]
             by_stage, durations, gates = s["by_stage"], s["durations"], s["gates"]
             stage_scores = s.get("stage_scores", {})
             completed = s["completed"]
-            if (s["status"] == "completed" and s.get("pipeline_done") and completed is not None
-                    and low <= completed < high):
-                self.finished.append(s)
+            ended_well = status == "completed" and s.get("pipeline_done")  # `_finished`
+            if ended_well and completed is not None and low <= completed < high:
+                finished.append(s)
             if overall is not None:
-                self.overall.append(overall)
-                self.quality[half].append(overall)
-            for text, at, todo in s.get("learnings", []):
+                overall_all.append(overall)
+                quality[half].append(overall)
+            for text, at, todo in s.get("learnings", ()):
                 if at is not None and low <= at < high:
-                    self.learnings.append((s["id"], text, at, todo))
+                    learnings.append((s["id"], text, at, todo))
             if low <= started < high:
                 day = day_of(started)
-                self.cost_by_day[day] += cost
+                cost_by_day[day] += cost
                 if overall is not None:
-                    self.quality_by_day[day].append(overall)
-            self.costs[half].append(cost)
-            self.tasks_done += s.get("tasks", [0, 0])[1]
-            self.stages_done += s.get("stages_done", len(durations))
+                    quality_by_day[day].append(overall)
+            costs[half].append(cost)
+            tasks = s.get("tasks", [0, 0, 0, 0.0, 0.0])
+            tasks_done += tasks[1]
+            stages_done += s.get("stages_done", len(durations))
+            # the maturity figures (`_maturity_parts`) and the minutes per stage, from one walk of the durations
+            troubled = bool(s["error_count"] or gates)
+            recovered = troubled and bool(ended_well or (status == "in_progress" and not s["open_failures"]))
+            evaluated = first = 0
+            for stage in (stage_scores.keys() & gated) | gates.keys():  # gated stages that were evaluated
+                evaluated += 1
+                first += 0 if gates.get(stage) else 1
+            total, count = 0.0, 0
+            planned, actual = tasks[3:5] if len(tasks) >= 5 else (0, 0)
+            if planned and actual and planned > 0 and actual > 0:
+                total, count = min(actual, planned) / max(actual, planned), 1
+            plan = expected.get(level, no_plan)
             for stage, seconds in durations.items():
-                self.minutes[(level, stage)].append(seconds / 60)
-            part = _maturity_parts(s, expected, gated)
-            self.parts.append(part)
-            self.weeks[max(0, int((started - low) // week))].append(part)
+                taken = seconds / 60
+                minutes_of[(level, stage)].append(taken)
+                planned = plan.get(stage)
+                if planned and seconds > 0:
+                    total += min(taken, planned) / max(taken, planned)
+                    count += 1
+            part = [float(troubled), float(recovered), evaluated, first, total, count]
+            parts.append(part)
+            weeks[max(0, int((started - low) // week))].append(part)
             for stage, value in stage_scores.items():
-                self.stage_scores[stage].append(value)
-                self.scores_by_half.setdefault(stage, ([], []))[half].append(value)
+                scores_of[stage].append(value)
+                scores_by_half.setdefault(stage, ([], []))[half].append(value)
             if level == "production" and overall is not None:
-                self.produced.append(s)
+                produced.append(s)
             for stage in set(stage_scores) | set(gates):
-                row = self.gates[stage]
+                row = gate_rows[stage]
                 row[0] += 1
                 row[1] += 0 if gates.get(stage) else 1
                 row[2] += gates.get(stage, 0)
             if s["budget"]:
-                self.budgeted.append((cost, s["budget"]))
+                budgeted.append((cost, s["budget"]))
             for stage, model in s.get("stage_models", {}).items():
-                self.models[model].append((by_stage.get(stage, 0.0), stage_scores.get(stage)))
+                models[model].append((by_stage.get(stage, 0.0), stage_scores.get(stage)))
                 if stage in by_stage:
-                    self.runs[stage][model].append((by_stage[stage], stage_scores.get(stage)))
-            self.tokens += s["tokens"]
+                    runs[stage][model].append((by_stage[stage], stage_scores.get(stage)))
+            tokens += s["tokens"]
             if s.get("score") is not None:
-                self.scores.append(s["score"])
+                scores.append(s["score"])
             if s.get("completion_rate") is not None:
-                self.completion_rates.append(s["completion_rate"])
+                completion_rates.append(s["completion_rate"])
             if s.get("time_efficiency") is not None:
-                self.efficiencies.append(s["time_efficiency"])
+                efficiencies.append(s["time_efficiency"])
             bugs = s.get("bugs", [None, None])
-            self.bugs_fixed += bugs[0] or 0
-            self.bugs_introduced += bugs[1] or 0
-            spent = self.spent[half]
+            bugs_fixed += bugs[0] or 0
+            bugs_introduced += bugs[1] or 0
+            spent = spent_by[half]
             for stage, usd in by_stage.items():
                 spent[stage].append(usd)
             retries_of = s.get("retries", {})
             for stage in s["stages"]:
-                again = retries_of.get(stage, 0)
-                if stage not in by_stage and not again:
-                    continue
-                self.ran[stage] += 1
+                again = retries_of.get(stage, 0) if retries_of else 0
                 if again:
-                    self.retry_count[stage] += again
-                    self.retried_costs[stage].append(by_stage.get(stage, 0.0))
-                else:
-                    self.clean_costs[stage].append(by_stage[stage])
+                    ran[stage] += 1
+                    retry_count[stage] += again
+                    retried_costs[stage].append(by_stage.get(stage, 0.0))
+                elif stage in by_stage:
+                    ran[stage] += 1
+                    clean_costs[stage].append(by_stage[stage])
+        self.tasks_done, self.stages_done, self.tokens = tasks_done, stages_done, tokens
+        self.bugs_fixed, self.bugs_introduced = bugs_fixed, bugs_introduced
 
 
 def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
