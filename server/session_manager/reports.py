@@ -1123,8 +1123,10 @@ def session_branches(figures: Figures, session_ids: Iterable[str]) -> dict[str, 
 
 def add_usage_figures(report: Report, summaries: list[Summary], figures: Figures) -> Report:
     """Fill the report's usage-per-stage and per-branch figures for the sessions in its window."""
-    ids = [s["id"] for s in in_window(summaries, report.since.timestamp(), report.until.timestamp())
-           if report.level is None or s["level"] == report.level]
+    low, high = report.since.timestamp(), report.until.timestamp()
+    # only the sessions with bookings count (the others add nothing): asked first, in the window's order
+    ids = [s["id"] for s in summaries if s["id"] in figures and s["started"] < high and _last_touch(s) >= low
+           and (report.level is None or s["level"] == report.level)]
     report.cost.usage_by_stage = usage_stage_costs(figures, ids)
     report.cost.by_branch = branch_costs(figures, ids)
     report.cost.session_branches = session_branches(figures, ids)
