@@ -747,13 +747,18 @@ _NORMALISERS = [
 ]
 
 
+_NEEDS = ["-", "_", ":", "/\\", "\"'`", "_", "", ""]  # per normaliser: it matches only if one of these is in the text
+
+
 def error_pattern(message: str) -> str:
     """What similar error messages have in common: ids, paths, quoted text and numbers become
     placeholders, so `timeout after 30s on /a/x.mp3` and `timeout after 45s on /b/y.mp3`
     group as `timeout after <n>s on <path>`."""
     text = message.strip().lower()
-    for pattern, placeholder in _NORMALISERS:
-        text = pattern.sub(placeholder, text)
+    for (pattern, placeholder), needs in zip(_NORMALISERS, _NEEDS):
+        # a pattern that needs a character the text lacks cannot match (placeholders add none)
+        if not needs or any(char in text for char in needs):
+            text = pattern.sub(placeholder, text)
     return " ".join(text.split())
 
 
