@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -294,7 +295,7 @@ def _day(epoch: float) -> str:
 
 
 def halves(sessions: list[Summary]) -> tuple[list[Summary], list[Summary]]:
-    ordered = sorted(sessions, key=lambda s: (s["started"], s["id"]))
+    ordered = sorted(sessions, key=itemgetter("started", "id"))
     middle = len(ordered) // 2
     return ordered[:middle], ordered[middle:]
 
@@ -436,8 +437,9 @@ def _blocker_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     from session_manager.reports import error_pattern
 
     groups: dict[str, dict[str, Any]] = {}
-    for s in sorted(chosen, key=lambda s: s["started"]):
-        for text in set(s.get("blockers", [])):
+    # only the sessions with blockers, in the same (stable) order by start
+    for s in sorted((s for s in chosen if s.get("blockers")), key=itemgetter("started")):
+        for text in set(s["blockers"]):
             group = groups.setdefault(error_pattern(text), {"sessions": [], "example": text})
             group["sessions"].append(s["id"])
             group["example"] = text

@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -427,7 +428,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                     and (wanted is None or level_of(session_id) in wanted)])
     # one order whatever the cache held (cold, warm, stubs summarised late): ties in the analytics
     # (the first and last session of a recurring blocker, ...) then come out the same every time
-    summaries.sort(key=lambda s: (s["started"], s["id"]))
+    summaries.sort(key=itemgetter("started", "id"))
     return summaries, unreadable
 
 
@@ -896,7 +897,7 @@ def _last_touch(s: Summary) -> float:
 
 
 def in_window(summaries: list[Summary], low: float, high: float) -> list[Summary]:
-    return [s for s in summaries if s["started"] < high and _last_touch(s) >= low]
+    return [s for s in summaries if s["started"] < high and (s["ended"] or s["completed"] or s["updated"]) >= low]
 
 
 def _rate(part: int, whole: int) -> float | None:
