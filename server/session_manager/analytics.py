@@ -646,7 +646,7 @@ class _Pass:
                 minutes_of[(level, stage)].append(taken)
                 planned = plan.get(stage)
                 if planned and seconds > 0:
-                    total += min(taken, planned) / max(taken, planned)
+                    total += taken / planned if taken < planned else planned / taken  # min / max
                     count += 1
             part = [float(troubled), float(recovered), evaluated, first, total, count]
             parts.append(part)

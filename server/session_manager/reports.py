@@ -1067,14 +1067,15 @@ def trend(summaries: list[Summary], since: datetime, until: datetime, inside: An
     quality: dict[str, list[float]] = defaultdict(list)
     day_of = _day_cache()
     for s in summaries:
-        start = sums.get(day_of(s["started"]))
+        day = day_of(s["started"])
+        start = sums.get(day)
         if start is not None:
             start[0] += 1
             start[2] += s["cost"]
             start[3] += s["budget"] or 0.0
             if s["overall"] is not None:
-                quality[day_of(s["started"])].append(s["overall"])
-        if finished(s) and inside(s["completed"]):
+                quality[day].append(s["overall"])
+        if s["status"] == "completed" and s.get("pipeline_done") and inside(s["completed"]):  # `finished`
             done = sums.get(day_of(s["completed"]))
             if done is not None:
                 done[1] += 1
