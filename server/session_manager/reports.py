@@ -442,8 +442,8 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
                cache: SummaryCache | None = None) -> list[Read]:
     """`_read_summary` of every job, each also put in `cache` when one is given. With many to read
     (a cold cache: the first report after an upgrade, a fresh clone) and more than one core, a
-    forked child reads the second half while this process reads the first; its results come back
-    through a temporary file as JSON, and it writes its half's cache rows itself through its own
+    forked child reads the last 48% while this process reads the rest (`SPLIT`); its results come back
+    through a temporary file as JSON, and it writes its share's cache rows itself through its own
     connection (this process closes its connection before the fork and opens it again after: a
     sqlite connection must not cross a fork). Only from a process with no other threads (the CLI;
     never the MCP server, where forking could copy a lock another thread holds); if the child
