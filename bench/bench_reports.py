@@ -105,29 +105,34 @@ def make_sessions(root: Path, count: int, seed: int = 11) -> None:
 
 
 CHILD = """
-import resource, sys, time
+import hashlib, resource, sys, time
+from datetime import datetime
 from pathlib import Path
 from session_manager.service import Service
-service = Service(Path(sys.argv[1]))
+now = datetime.fromisoformat(sys.argv[2])
+service = Service(Path(sys.argv[1]), clock=lambda: now)
 t, c = time.perf_counter(), time.process_time()
 report = service.report(period="month")
 elapsed, cpu = time.perf_counter() - t, time.process_time() - c
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2f} {cpu:.4f}")
+digest = hashlib.sha256(report.model_dump_json().encode()).hexdigest()[:16]
+print(f"{elapsed:.4f} {peak:.1f} {report.sessions.run} {report.cost.total_usd:.2f} {cpu:.4f} {digest}")
 """
 
-Run = tuple[float, float, int, str, float]
+Run = tuple[float, float, int, str, float, str]
+NOW = datetime.now(UTC).replace(microsecond=0).isoformat()  # one clock for every run: the same window, the same JSON
 
 
 def run_child(root: Path, code: Path | None = None) -> Run:
     """(seconds of Service.report in a fresh process, imports excluded; the process's peak RSS in MB;
     sessions in the report; its total cost; the CPU seconds it took, which a loaded machine
-    disturbs far less than the wall clock). `code`: run that copy of `server/` instead of ours."""
+    disturbs far less than the wall clock; a digest of the report's JSON, every run at the same
+    clock). `code`: run that copy of `server/` instead of ours."""
     env = {**os.environ, "PYTHONPATH": str(code)} if code else None
-    out = subprocess.run([sys.executable, "-c", CHILD, str(root)], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(root), NOW], capture_output=True, text=True, check=True,
                          env=env).stdout
-    seconds, peak, run, total, cpu = out.split()
-    return float(seconds), float(peak), int(run), total, float(cpu)
+    seconds, peak, run, total, cpu, digest = out.split()
+    return float(seconds), float(peak), int(run), total, float(cpu), digest
 
 
 def main() -> None:
@@ -194,13 +199,16 @@ def main() -> None:
         print(line(f"warm, {args.baseline}", warm_before))
         print(f"ours / {args.baseline}: cold {statistics.median(r[0] for r in cold) / statistics.median(r[0] for r in cold_before):.2f}x,"
               f" warm {statistics.median(r[0] for r in warm) / statistics.median(r[0] for r in warm_before):.2f}x")
+    digests = {r[5] for r in cold + warm + cold_before + warm_before}
+    print(f"report JSON: {'the same in every run' if len(digests) == 1 else 'DIFFERENT: ' + ', '.join(sorted(digests))}"
+          f" ({len(cold + warm + cold_before + warm_before)} runs{', ours and ' + args.baseline if baseline else ''})")
     print(f"{'CLI `report month --json` (warm)':<34} {statistics.median(cli):7.3f} s   (whole process, imports included)")
     print(f"cache file: {cache.stat().st_size / 1e6:.1f} MB")
     print(json.dumps({"sessions": args.sessions, "cold_s": statistics.median(r[0] for r in cold),
                       "warm_s": statistics.median(r[0] for r in warm), "cli_s": statistics.median(cli),
                       "cold_cpu_s": statistics.median(r[4] for r in cold),
                       "warm_cpu_s": statistics.median(r[4] for r in warm), "load": os.getloadavg()[0],
-                      "peak_mb": max(r[1] for r in cold + warm)}))
+                      "peak_mb": max(r[1] for r in cold + warm), "same_json": len(digests) == 1}))
     if not args.keep:
         shutil.rmtree(base, ignore_errors=True)
 

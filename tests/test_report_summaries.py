@@ -219,6 +219,39 @@ def test_the_forked_reader_gives_what_one_process_reads(history, monkeypatch: py
     assert any(isinstance(value, dict) for _sid, _key, value in alone)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="needs fork and two cores")
+def test_a_forked_cold_read_fills_the_cache_as_one_process_does(history, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    root, ids = history
+    store = Service(root).store
+    sessions = store.session_dir(ids["dev"]).parent
+    (sessions / "dev_20261119_gone").mkdir()  # no state file
+    (sessions / "dev_20261119_folder" / STATE_FILE).mkdir(parents=True)  # a folder where the state file belongs
+    cache = root / ".claude" / ".session-manager" / reports.CACHE_FILE
+    low = datetime(2026, 11, 18, tzinfo=UTC).timestamp()
+    high = datetime(2026, 11, 21, 12, tzinfo=UTC).timestamp()
+
+    def cold() -> tuple[Any, Any, list[Any]]:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{cache}{suffix}").unlink(missing_ok=True)
+        summaries, unreadable = reports.load_summaries(store, None, low, high)
+        with sqlite3.connect(cache) as conn:
+            rows = conn.execute("SELECT * FROM summaries ORDER BY id").fetchall()
+        return summaries, unreadable, rows
+
+    alone = cold()
+    if threading.active_count() > 1:
+        pytest.skip("this test process runs other threads: the reader never forks then")
+    monkeypatch.setattr(reports, "PARALLEL_FROM", 2)
+    forked = cold()
+    assert forked == alone  # the same summaries, unreadable ones in the same order, the same cache rows
+    assert {"dev_20261119_gone", "dev_20261119_folder"} <= set(alone[1])
+    assert len(alone[2]) == len(_all_sessions(root)) - len(alone[1])  # a row for every readable session
+    assert any(row[5] == b"" for row in alone[2]) and any(row[5] for row in alone[2])  # stubs and summaries
+    assert reports.load_summaries(store, None, low, high)[:2] == alone[:2]  # and the warm read agrees
+
+
 def test_the_voucher_is_the_models_schema_without_its_harmless_python_steps() -> None:
     from pydantic_core import SchemaValidator
 

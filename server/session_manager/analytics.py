@@ -16,6 +16,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -35,22 +36,44 @@ SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
-    moment = datetime.fromisoformat(value).replace(microsecond=0)  # the model writes whole seconds
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    moment = datetime.fromisoformat(value)
+    if moment.microsecond:  # the model writes whole seconds
+        moment = moment.replace(microsecond=0)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def summary_fields(data: dict[str, Any]) -> Summary:
     """The per-session facts the analytics need, from the JSON of `pipeline_status.json` (read as
     JSON, like the rest of the summary; a schema-1 file reaches here migrated)."""
     progress = data.get("progress") or {}
+    stages: dict[str, dict[str, Any]] = data["stages"]
     done = list(progress.get("tasks_completed") or [])
     failed = list(progress.get("tasks_failed") or [])
     tasks = [*done, *(progress.get("tasks_pending") or []), *failed]
-    timed = [(t["actual_minutes"], t["estimated_minutes"]) for t in done
-             if t.get("actual_minutes") is not None and t.get("estimated_minutes")]
-    actual, estimated = math.fsum(a for a, _ in timed), math.fsum(e for _, e in timed)
+    actual = estimated = 0.0
+    if done:
+        timed = [(t["actual_minutes"], t["estimated_minutes"]) for t in done
+                 if t.get("actual_minutes") is not None and t.get("estimated_minutes")]
+        actual, estimated = math.fsum(a for a, _ in timed), math.fsum(e for _, e in timed)
+    stage_scores: dict[str, float] = {}
+    stage_models: dict[str, Any] = {}
+    retries: dict[str, Any] = {}
+    stages_done = finished_stages = 0
+    for name, s in stages.items():  # one pass over the stages
+        status = s.get("status")
+        if status == "completed":
+            stages_done += 1
+            if s.get("overall_score") is not None:
+                stage_scores[name] = float(s["overall_score"])
+        if status in ("completed", "bypassed", "skipped"):
+            finished_stages += 1
+        if s.get("model"):
+            stage_models[name] = s["model"]
+        if s.get("total_attempts", 0) > 1:
+            retries[name] = s["total_attempts"] - 1
     outcome = data.get("outcome") or {}
-    stages: dict[str, dict[str, Any]] = data["stages"]
     if outcome.get("tests_total"):
         quality = min(outcome.get("tests_passed") or 0, outcome["tests_total"]) / outcome["tests_total"]
     else:
@@ -60,7 +83,6 @@ def summary_fields(data: dict[str, Any]) -> Summary:
     if tasks:
         completion: float | None = len(done) / len(tasks)
     else:
-        finished_stages = sum(1 for s in stages.values() if s.get("status") in ("completed", "bypassed", "skipped"))
         completion = finished_stages / len(stages) if stages else None
     efficiency = actual / estimated if estimated else None
     bug_rate = (outcome["bugs_introduced"] / len(done)) if outcome.get("bugs_introduced") is not None and done else None
@@ -82,11 +104,7 @@ def summary_fields(data: dict[str, Any]) -> Summary:
         "completion_rate": None if completion is None else round(completion, 4),
         "bugs": [outcome.get("bugs_fixed"), outcome.get("bugs_introduced")],
         "learnings": learnings, "blockers": blockers,
-        "stage_scores": {name: float(s["overall_score"]) for name, s in stages.items()
-                         if s.get("status") == "completed" and s.get("overall_score") is not None},
-        "stage_models": {name: s["model"] for name, s in stages.items() if s.get("model")},
-        "retries": {name: s["total_attempts"] - 1 for name, s in stages.items() if s.get("total_attempts", 0) > 1},
-        "stages_done": sum(1 for s in stages.values() if s.get("status") == "completed"),
+        "stage_scores": stage_scores, "stage_models": stage_models, "retries": retries, "stages_done": stages_done,
     }
 
 
@@ -277,7 +295,7 @@ def _day(epoch: float) -> str:
 
 
 def halves(sessions: list[Summary]) -> tuple[list[Summary], list[Summary]]:
-    ordered = sorted(sessions, key=lambda s: (s["started"], s["id"]))
+    ordered = sorted(sessions, key=itemgetter("started", "id"))
     middle = len(ordered) // 2
     return ordered[:middle], ordered[middle:]
 
@@ -287,17 +305,14 @@ def _finished(s: Summary) -> bool:
 
 
 # -- findings ---------------------------------------------------------------------------------------------
-def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -> list[Finding]:
+# The per-session figures the findings need are gathered by `analyse`'s one pass over the window
+# (`_Pass`); these turn them into findings.
+def _cost_findings(totals: tuple[float, float], spent_before: Mapping[str, list[float]],
+                   spent_after: Mapping[str, list[float]], rules: Patterns) -> list[Finding]:
+    """`totals`: the cost of each half; `spent_*`: each stage's spend per session in that half."""
     found: list[Finding] = []
-    totals = (math.fsum(s["cost"] for s in early), math.fsum(s["cost"] for s in late))
     if not all(totals):
         return found
-    spent_before: dict[str, list[float]] = defaultdict(list)  # one pass per half, not one per stage
-    spent_after: dict[str, list[float]] = defaultdict(list)
-    for half, spent in ((early, spent_before), (late, spent_after)):
-        for s in half:
-            for stage, usd in s["by_stage"].items():
-                spent[stage].append(usd)
     for stage in sorted(spent_before.keys() | spent_after.keys()):
         before, after = spent_before.get(stage, []), spent_after.get(stage, [])
         if len(before) < rules.min_samples or len(after) < rules.min_samples:
@@ -319,12 +334,10 @@ def _cost_findings(early: list[Summary], late: list[Summary], rules: Patterns) -
     return found
 
 
-def _model_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
-    runs: dict[str, dict[str, list[tuple[float, float | None]]]] = defaultdict(lambda: defaultdict(list))
-    for s in chosen:
-        for stage, model in s.get("stage_models", {}).items():
-            if stage in s["by_stage"]:
-                runs[stage][model].append((s["by_stage"][stage], s.get("stage_scores", {}).get(stage)))
+Runs = dict[str, dict[str, list[tuple[float, float | None]]]]  # stage -> model -> (cost, score) per run
+
+
+def _model_findings(runs: Runs, rules: Patterns) -> list[Finding]:
     found = []
     for stage in sorted(runs):
         models = []
@@ -355,27 +368,14 @@ def _model_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     return found
 
 
-def _retry_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
+def _retry_findings(ran: Mapping[str, int], retry_count: Mapping[str, int],
+                    retried_costs: Mapping[str, list[float]], clean_costs: Mapping[str, list[float]],
+                    rules: Patterns) -> list[Finding]:
+    """Per stage: the sessions that ran it, their retries, the cost of the retried and clean runs."""
     found = []
-    ran: dict[str, int] = defaultdict(int)  # one pass: sessions that ran the stage, retries, costs
-    retry_count: dict[str, int] = defaultdict(int)
-    retried_costs: dict[str, list[float]] = defaultdict(list)
-    clean_costs: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        by_stage, retries_of = s["by_stage"], s.get("retries", {})
-        for stage in s["stages"]:
-            again = retries_of.get(stage, 0)
-            if stage not in by_stage and not again:
-                continue
-            ran[stage] += 1
-            if again:
-                retry_count[stage] += again
-                retried_costs[stage].append(by_stage.get(stage, 0.0))
-            else:
-                clean_costs[stage].append(by_stage[stage])
     for stage in sorted(ran):
-        sessions, retries = ran[stage], retry_count[stage]
-        retried, clean = retried_costs[stage], clean_costs[stage]
+        sessions, retries = ran[stage], retry_count.get(stage, 0)
+        retried, clean = retried_costs.get(stage, []), clean_costs.get(stage, [])
         rate = retries / sessions
         if sessions >= rules.min_samples and rate >= rules.retry_rate:
             found.append(Finding(
@@ -398,14 +398,10 @@ def _retry_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     return found
 
 
-def _quality_findings(early: list[Summary], late: list[Summary], rules: Patterns) -> list[Finding]:
-    series: dict[str, tuple[list[float], list[float]]] = {
-        "overall": ([s["overall"] for s in early if s["overall"] is not None],
-                    [s["overall"] for s in late if s["overall"] is not None])}
-    stages = sorted({stage for s in [*early, *late] for stage in s.get("stage_scores", {})})
-    for stage in stages:
-        series[stage] = ([s["stage_scores"][stage] for s in early if stage in s.get("stage_scores", {})],
-                         [s["stage_scores"][stage] for s in late if stage in s.get("stage_scores", {})])
+def _quality_findings(overall: tuple[list[float], list[float]],
+                      stage_scores: Mapping[str, tuple[list[float], list[float]]], rules: Patterns) -> list[Finding]:
+    """`overall` and each stage's `stage_scores`: the scores of the earlier half and of the later one."""
+    series = {"overall": overall, **{stage: stage_scores[stage] for stage in sorted(stage_scores)}}
     found = []
     for subject, (before, after) in series.items():
         if len(before) < rules.min_samples or len(after) < rules.min_samples:
@@ -441,8 +437,9 @@ def _blocker_findings(chosen: list[Summary], rules: Patterns) -> list[Finding]:
     from session_manager.reports import error_pattern
 
     groups: dict[str, dict[str, Any]] = {}
-    for s in sorted(chosen, key=lambda s: s["started"]):
-        for text in set(s.get("blockers", [])):
+    # only the sessions with blockers, in the same (stable) order by start
+    for s in sorted((s for s in chosen if s.get("blockers")), key=itemgetter("started")):
+        for text in set(s["blockers"]):
             group = groups.setdefault(error_pattern(text), {"sessions": [], "example": text})
             group["sessions"].append(s["id"])
             group["example"] = text
@@ -469,12 +466,9 @@ def _error_findings(recurring: list[Any], rules: Patterns) -> list[Finding]:
 
 
 # -- sections -----------------------------------------------------------------------------------------
-def _stage_times(chosen: list[Summary], expected: Mapping[str, Mapping[str, float]],
+def _stage_times(minutes: Mapping[tuple[str, str], list[float]], expected: Mapping[str, Mapping[str, float]],
                  positions: Mapping[str, int]) -> list[StageTime]:
-    minutes: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, seconds in s["durations"].items():
-            minutes[(s["level"], stage)].append(seconds / 60)
+    """`minutes`: per (level, stage), the minutes each completed run took."""
     rows = []
     for (level, stage), values in minutes.items():
         planned = expected.get(level, {}).get(stage)
@@ -524,19 +518,31 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
     start = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days = calendar.monthrange(start.year, start.month)[1]
     elapsed = max((now - start).total_seconds() / 86_400, 1.0)  # a first-hour rate is no rate
-    scoped = [s for s in summaries if level is None or s["level"] == level]
-    to_date = math.fsum(s["cost"] for s in scoped if s["started"] >= start.timestamp())
+    month_start = start.timestamp()
+    this_month: list[float] = []
     stage_cost: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for s in scoped:
-        if _finished(s):
+    active: list[Summary] = []
+    for s in summaries:  # one pass over every session
+        if level is not None and s["level"] != level:
+            continue
+        if s["started"] >= month_start:
+            this_month.append(s["cost"])
+        if s["status"] == "completed" and s.get("pipeline_done"):  # `_finished`
             for stage, usd in s["by_stage"].items():
                 stage_cost[(s["level"], stage)].append(usd)
+        elif s["status"] in ("initialized", "in_progress", "failed"):
+            active.append(s)
+    to_date = math.fsum(this_month)
     mean_cost = {key: math.fsum(values) / len(values) for key, values in stage_cost.items()}
-    active = [s for s in scoped if s["status"] in ("initialized", "in_progress", "failed")]
     to_finish = 0.0
+    cost_of: dict[tuple[str, tuple[str, ...]], float] = {}  # (level, stages left) -> their cost: they repeat
     for s in active:
-        left = [st for st in s["stages"] if st not in s.get("stage_scores", {}) and st not in s["durations"]]
-        to_finish += math.fsum(mean_cost.get((s["level"], st), 0.0) for st in left)
+        scored, timed = s.get("stage_scores", {}), s["durations"]
+        left = (s["level"], tuple(st for st in s["stages"] if st not in scored and st not in timed))
+        cost = cost_of.get(left)
+        if cost is None:
+            cost = cost_of[left] = math.fsum(mean_cost.get((left[0], st), 0.0) for st in left[1])
+        to_finish += cost
     month_end = to_date / elapsed * days if to_date else 0.0
     view = ForecastView(month=start.strftime("%Y-%m"), month_to_date_usd=round(to_date, 4),
                         days_elapsed=round(elapsed, 2), days_in_month=days, month_end_usd=round(month_end, 4),
@@ -551,6 +557,143 @@ def forecast(summaries: list[Summary], now: datetime, level: str | None, monthly
     return view
 
 
+class _Pass:
+    """What `analyse` needs from each session of the window, gathered in one pass over them (a
+    report over 25,000 sessions spent most of its arithmetic on thirty separate passes). Lists
+    keep the window's order; every mean is an exact `math.fsum`, so the figures do not depend on
+    the order in which they were gathered."""
+
+    def __init__(self, chosen: list[Summary], low: float, high: float, early: list[Summary],
+                 expected: Mapping[str, Mapping[str, float]], gated: set[str], day_of: Callable[[float], str]) -> None:
+        self.finished: list[Summary] = []  # finished inside the window
+        self.overall: list[float] = []
+        self.learnings: list[tuple[str, str, float, bool]] = []  # (session, text, at, todo) inside the window
+        self.cost_by_day: dict[str, float] = defaultdict(float)
+        self.quality_by_day: dict[str, list[float]] = defaultdict(list)
+        self.costs: tuple[list[float], list[float]] = ([], [])  # per half: the earlier, the later
+        self.quality: tuple[list[float], list[float]] = ([], [])
+        self.tasks_done = self.stages_done = 0
+        self.minutes: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.parts: list[list[float]] = []
+        self.weeks: dict[int, list[list[float]]] = defaultdict(list)
+        self.stage_scores: dict[str, list[float]] = defaultdict(list)
+        self.produced: list[Summary] = []
+        self.gates: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.budgeted: list[tuple[float, float]] = []  # (cost, budget)
+        self.models: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
+        self.runs: Runs = defaultdict(lambda: defaultdict(list))
+        self.tokens = 0
+        self.scores: list[float] = []
+        self.completion_rates: list[float] = []
+        self.efficiencies: list[float] = []
+        self.bugs_fixed = self.bugs_introduced = 0
+        self.spent: tuple[dict[str, list[float]], dict[str, list[float]]] = (defaultdict(list), defaultdict(list))
+        self.ran: dict[str, int] = defaultdict(int)
+        self.retry_count: dict[str, int] = defaultdict(int)
+        self.retried_costs: dict[str, list[float]] = defaultdict(list)
+        self.clean_costs: dict[str, list[float]] = defaultdict(list)
+        self.scores_by_half: dict[str, tuple[list[float], list[float]]] = {}
+        in_early = {id(s) for s in early}
+        week = 7 * 86_400
+        # locals, not attributes, in the loop: it runs once per session of the window
+        finished, overall_all, learnings, parts = self.finished, self.overall, self.learnings, self.parts
+        cost_by_day, quality_by_day, costs, quality = self.cost_by_day, self.quality_by_day, self.costs, self.quality
+        minutes_of, weeks, scores_of, produced = self.minutes, self.weeks, self.stage_scores, self.produced
+        gate_rows, budgeted, models, runs, spent_by = self.gates, self.budgeted, self.models, self.runs, self.spent
+        scores, completion_rates, efficiencies = self.scores, self.completion_rates, self.efficiencies
+        ran, retry_count, retried_costs, clean_costs = self.ran, self.retry_count, self.retried_costs, self.clean_costs
+        scores_by_half = self.scores_by_half
+        tasks_done = stages_done = bugs_fixed = bugs_introduced = tokens = 0
+        no_plan: Mapping[str, float] = {}
+        for s in chosen:
+            half = 1 - (id(s) in in_early)
+            started, cost, overall, level, status = s["started"], s["cost"], s["overall"], s["level"], s["status"]
+            by_stage, durations, gates = s["by_stage"], s["durations"], s["gates"]
+            stage_scores = s.get("stage_scores", {})
+            completed = s["completed"]
+            ended_well = status == "completed" and s.get("pipeline_done")  # `_finished`
+            if ended_well and completed is not None and low <= completed < high:
+                finished.append(s)
+            if overall is not None:
+                overall_all.append(overall)
+                quality[half].append(overall)
+            for text, at, todo in s.get("learnings", ()):
+                if at is not None and low <= at < high:
+                    learnings.append((s["id"], text, at, todo))
+            if low <= started < high:
+                day = day_of(started)
+                cost_by_day[day] += cost
+                if overall is not None:
+                    quality_by_day[day].append(overall)
+            costs[half].append(cost)
+            tasks = s.get("tasks", [0, 0, 0, 0.0, 0.0])
+            tasks_done += tasks[1]
+            stages_done += s.get("stages_done", len(durations))
+            # the maturity figures (`_maturity_parts`) and the minutes per stage, from one walk of the durations
+            troubled = bool(s["error_count"] or gates)
+            recovered = troubled and bool(ended_well or (status == "in_progress" and not s["open_failures"]))
+            evaluated = first = 0
+            for stage in (stage_scores.keys() & gated) | gates.keys():  # gated stages that were evaluated
+                evaluated += 1
+                first += 0 if gates.get(stage) else 1
+            total, count = 0.0, 0
+            planned, actual = tasks[3:5] if len(tasks) >= 5 else (0, 0)
+            if planned and actual and planned > 0 and actual > 0:
+                total, count = min(actual, planned) / max(actual, planned), 1
+            plan = expected.get(level, no_plan)
+            for stage, seconds in durations.items():
+                taken = seconds / 60
+                minutes_of[(level, stage)].append(taken)
+                planned = plan.get(stage)
+                if planned and seconds > 0:
+                    total += taken / planned if taken < planned else planned / taken  # min / max
+                    count += 1
+            part = [float(troubled), float(recovered), evaluated, first, total, count]
+            parts.append(part)
+            weeks[max(0, int((started - low) // week))].append(part)
+            for stage, value in stage_scores.items():
+                scores_of[stage].append(value)
+                scores_by_half.setdefault(stage, ([], []))[half].append(value)
+            if level == "production" and overall is not None:
+                produced.append(s)
+            for stage in set(stage_scores) | set(gates):
+                row = gate_rows[stage]
+                row[0] += 1
+                row[1] += 0 if gates.get(stage) else 1
+                row[2] += gates.get(stage, 0)
+            if s["budget"]:
+                budgeted.append((cost, s["budget"]))
+            for stage, model in s.get("stage_models", {}).items():
+                models[model].append((by_stage.get(stage, 0.0), stage_scores.get(stage)))
+                if stage in by_stage:
+                    runs[stage][model].append((by_stage[stage], stage_scores.get(stage)))
+            tokens += s["tokens"]
+            if s.get("score") is not None:
+                scores.append(s["score"])
+            if s.get("completion_rate") is not None:
+                completion_rates.append(s["completion_rate"])
+            if s.get("time_efficiency") is not None:
+                efficiencies.append(s["time_efficiency"])
+            bugs = s.get("bugs", [None, None])
+            bugs_fixed += bugs[0] or 0
+            bugs_introduced += bugs[1] or 0
+            spent = spent_by[half]
+            for stage, usd in by_stage.items():
+                spent[stage].append(usd)
+            retries_of = s.get("retries", {})
+            for stage in s["stages"]:
+                again = retries_of.get(stage, 0) if retries_of else 0
+                if again:
+                    ran[stage] += 1
+                    retry_count[stage] += again
+                    retried_costs[stage].append(by_stage.get(stage, 0.0))
+                elif stage in by_stage:
+                    ran[stage] += 1
+                    clean_costs[stage].append(by_stage[stage])
+        self.tasks_done, self.stages_done, self.tokens = tasks_done, stages_done, tokens
+        self.bugs_fixed, self.bugs_introduced = bugs_fixed, bugs_introduced
+
+
 def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
             now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None = None,
             day_of: Callable[[float], str] = _day) -> Analytics:
@@ -561,43 +704,32 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
                 for lv in ("dev", "production", "platform", "coded")}
     low, high = since.timestamp(), until.timestamp()
-
-    def inside(epoch: float | None) -> bool:
-        return epoch is not None and low <= epoch < high
+    gated = _gated(config)
+    early, late = halves(chosen)
+    p = _Pass(chosen, low, high, early, expected, gated, day_of)
 
     a = Analytics()
 
-    finished = [s for s in chosen if _finished(s) and inside(s["completed"])]
+    finished = p.finished
     episodes = sorted((s for s in finished if s["level"] == "production"), key=lambda s: s["completed"])
     a.episodes_produced = a.total_production = len(episodes)
-    overall = [s["overall"] for s in chosen if s["overall"] is not None]
+    overall = p.overall
     a.quality_average = _r(_mean(overall))
     a.quality_consistency = _r(statistics.pstdev(overall)) if len(overall) > 1 else None
-    notes = [Learning(session_id=s["id"], text=text, at=datetime.fromtimestamp(at, UTC), todo=todo)
-             for s in chosen for text, at, todo in s.get("learnings", []) if inside(at)]
+    notes = [Learning(session_id=sid, text=text, at=datetime.fromtimestamp(at, UTC), todo=todo)
+             for sid, text, at, todo in p.learnings]
     a.key_learnings = sorted(notes, key=lambda n: (n.at, n.session_id), reverse=True)[:LEARNINGS_SHOWN]
 
     # weekly: trends by start day, velocity
-    cost_by_day: dict[str, float] = defaultdict(float)
-    quality_by_day: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        if inside(s["started"]):
-            day = day_of(s["started"])
-            cost_by_day[day] += s["cost"]
-            if s["overall"] is not None:
-                quality_by_day[day].append(s["overall"])
-    a.cost_trend = [Point(label=d, value=round(v, 4)) for d, v in sorted(cost_by_day.items())]
-    a.quality_trend = [Point(label=d, value=_r(_mean(v))) for d, v in sorted(quality_by_day.items())]
-    early, late = halves(chosen)
-    before, after = _mean(s["cost"] for s in early), _mean(s["cost"] for s in late)
+    a.cost_trend = [Point(label=d, value=round(v, 4)) for d, v in sorted(p.cost_by_day.items())]
+    a.quality_trend = [Point(label=d, value=_r(_mean(v))) for d, v in sorted(p.quality_by_day.items())]
+    before, after = _mean(p.costs[0]), _mean(p.costs[1])
     a.cost_change = _r(after / before) if before and after is not None else None
-    q_before = _mean(s["overall"] for s in early if s["overall"] is not None)
-    q_after = _mean(s["overall"] for s in late if s["overall"] is not None)
+    q_before, q_after = _mean(p.quality[0]), _mean(p.quality[1])
     a.quality_change = _r(q_after - q_before) if q_before is not None and q_after is not None else None
     days = max((high - low) / 86_400, 1 / 24)
-    tasks_done = sum(s.get("tasks", [0, 0])[1] for s in chosen)
-    stages_done = sum(s.get("stages_done", len(s["durations"])) for s in chosen)
-    times = _stage_times(chosen, expected, positions)
+    tasks_done, stages_done = p.tasks_done, p.stages_done
+    times = _stage_times(p.minutes, expected, positions)
     a.velocity = Velocity(days=round(days, 2), tasks_done=tasks_done, tasks_per_day=round(tasks_done / days, 3),
                           stages_done=stages_done, stages_per_day=round(stages_done / days, 3), minutes_per_stage=times)
 
@@ -613,78 +745,54 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
                                           sessions=len(overall), previous_sessions=len(prev_quality))
     if a.quality_improvement.current is not None and a.quality_improvement.previous is not None:
         a.quality_improvement.change = round(a.quality_improvement.current - a.quality_improvement.previous, 4)
-    gated = _gated(config)
-    parts = {s["id"]: _maturity_parts(s, expected, gated) for s in chosen}
-    whole = _maturity(list(parts.values()), len(chosen))
+    whole = _maturity(p.parts, len(chosen))
     a.maturity = Maturity(recovery_rate=whole.recovery_rate, gate_first_pass_rate=whole.gate_first_pass_rate,
                           estimate_accuracy=whole.estimate_accuracy)
-    weeks: dict[int, list[Summary]] = defaultdict(list)
-    for s in chosen:
-        weeks[max(0, int((s["started"] - low) // (7 * 86_400)))].append(s)
-    for index in sorted(weeks):
-        point = _maturity([parts[s["id"]] for s in weeks[index]], len(weeks[index]))
+    for index in sorted(p.weeks):
+        point = _maturity(p.weeks[index], len(p.weeks[index]))
         point.week = day_of(low + index * 7 * 86_400)
         a.maturity.series.append(point)
 
     # seed 000
-    by_stage: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, value in s.get("stage_scores", {}).items():
-            by_stage[stage].append(value)
     a.quality_by_stage = [StageQuality(stage=st, n=len(v), mean=round(statistics.fmean(v), 4),
                                        stdev=round(statistics.pstdev(v), 4), min=round(min(v), 4), max=round(max(v), 4))
-                          for st, v in sorted(by_stage.items(), key=lambda i: (positions.get(i[0], 10_000), i[0]))]
-    produced = sorted((s for s in chosen if s["level"] == "production" and s["overall"] is not None),
-                      key=lambda s: (s["episode"] or 0, s["started"]))
+                          for st, v in sorted(p.stage_scores.items(), key=lambda i: (positions.get(i[0], 10_000), i[0]))]
+    produced = sorted(p.produced, key=lambda s: (s["episode"] or 0, s["started"]))
     a.quality_by_episode = [EpisodeCost(episode=s["episode"], session_id=s["id"], usd=round(s["cost"], 4),
                                         quality=s["overall"], day=day_of(s["started"]))
                             for s in produced[-SERIES_LIMIT:]]
-    gates: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for s in chosen:
-        for stage in set(s.get("stage_scores", {})) | set(s["gates"]):
-            row = gates[stage]
-            row[0] += 1
-            row[1] += 0 if s["gates"].get(stage) else 1
-            row[2] += s["gates"].get(stage, 0)
     a.gate_analysis = sorted((GateAnalysis(stage=st, evaluated=v[0], first_pass=v[1], failures=v[2],
                                            first_pass_rate=round(v[1] / v[0], 4) if v[0] else None)
-                              for st, v in gates.items() if v[2] or st in gated),
+                              for st, v in p.gates.items() if v[2] or st in gated),
                              key=lambda g: (g.first_pass_rate if g.first_pass_rate is not None else 1.0, g.stage))
-    budgeted = [s for s in chosen if s["budget"]]
-    if budgeted:
-        diffs = [s["cost"] - s["budget"] for s in budgeted]
+    if p.budgeted:
+        diffs = [cost - budget for cost, budget in p.budgeted]
         a.cost_variance = CostVariance(
-            sessions=len(budgeted), mean_target_usd=round(statistics.fmean(s["budget"] for s in budgeted), 4),
-            mean_actual_usd=round(statistics.fmean(s["cost"] for s in budgeted), 4),
+            sessions=len(p.budgeted), mean_target_usd=round(statistics.fmean(b for _, b in p.budgeted), 4),
+            mean_actual_usd=round(statistics.fmean(c for c, _ in p.budgeted), 4),
             mean_variance_usd=round(statistics.fmean(diffs), 4), over=sum(1 for d in diffs if d > 0),
             under=sum(1 for d in diffs if d <= 0))
-    models: dict[str, list[tuple[float, float | None]]] = defaultdict(list)
-    for s in chosen:
-        for stage, model in s.get("stage_models", {}).items():
-            models[model].append((s["by_stage"].get(stage, 0.0), s.get("stage_scores", {}).get(stage)))
     a.models = sorted((ModelImpact(model=m, stages=len(v), cost_usd=round(math.fsum(c for c, _ in v), 4),
                                    mean_cost_usd=round(math.fsum(c for c, _ in v) / len(v), 4),
                                    mean_quality=_r(_mean(q for _, q in v if q is not None)))
-                       for m, v in models.items()), key=lambda m: (-m.cost_usd, m.model))
-    tokens = sum(s["tokens"] for s in chosen)
-    spent = math.fsum(s["cost"] for s in chosen)
+                       for m, v in p.models.items()), key=lambda m: (-m.cost_usd, m.model))
+    tokens = p.tokens
+    spent = math.fsum([*p.costs[0], *p.costs[1]])
     a.token_efficiency = TokenEfficiency(
         tokens=tokens, tokens_per_usd=round(tokens / spent, 2) if spent and tokens else None,
         usd_per_million=round(spent / tokens * 1e6, 4) if tokens else None,
         tokens_per_finished_session=round(tokens / len(finished), 1) if finished and tokens else None,
         tokens_per_quality_point=(round(tokens / len(overall) / (a.quality_average * 100), 2)
                                   if tokens and overall and a.quality_average else None))
-    scored = [s for s in chosen if s.get("score") is not None]
     a.sessions = SessionScores(
-        scored=len(scored), mean_score=_r(_mean(s["score"] for s in scored), 2),
-        mean_completion_rate=_r(_mean(s["completion_rate"] for s in chosen if s.get("completion_rate") is not None)),
-        mean_time_efficiency=_r(_mean(s["time_efficiency"] for s in chosen if s.get("time_efficiency") is not None)),
-        bugs_fixed=sum(s.get("bugs", [None, None])[0] or 0 for s in chosen),
-        bugs_introduced=sum(s.get("bugs", [None, None])[1] or 0 for s in chosen))
+        scored=len(p.scores), mean_score=_r(_mean(p.scores), 2), mean_completion_rate=_r(_mean(p.completion_rates)),
+        mean_time_efficiency=_r(_mean(p.efficiencies)), bugs_fixed=p.bugs_fixed, bugs_introduced=p.bugs_introduced)
 
     # patterns
-    findings = [*_cost_findings(early, late, rules), *_model_findings(chosen, rules), *_retry_findings(chosen, rules),
-                *_quality_findings(early, late, rules), *_time_findings(times, rules),
+    totals = (math.fsum(p.costs[0]), math.fsum(p.costs[1]))
+    findings = [*_cost_findings(totals, p.spent[0], p.spent[1], rules), *_model_findings(p.runs, rules),
+                *_retry_findings(p.ran, p.retry_count, p.retried_costs, p.clean_costs, rules),
+                *_quality_findings(p.quality, p.scores_by_half, rules), *_time_findings(times, rules),
                 *_blocker_findings(chosen, rules), *_error_findings(recurring, rules)]
     a.findings = findings[:FINDINGS_LIMIT]
     a.optimisation = [f for f in findings if f.category == "cost"]

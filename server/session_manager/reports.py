@@ -33,6 +33,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -63,11 +64,15 @@ _R = TypeVar("_R")
 
 
 # -- per-session summaries and their cache -------------------------------------------------------
-def _ts(value: Any) -> float | None:
+def _ts(value: Any, _parse: Callable[[str], datetime] = datetime.fromisoformat) -> float | None:
     if value is None:
         return None
-    moment = datetime.fromisoformat(value).replace(microsecond=0)  # the model writes whole seconds
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    moment = _parse(value)
+    if moment.microsecond:  # the model writes whole seconds
+        moment = moment.replace(microsecond=0)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _num(value: Any) -> float:
@@ -97,29 +102,41 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
     for error in data.get("errors", []):
         text = error["error"][:ERROR_TEXT_LIMIT]
         errors.append([error.get("stage"), text, _ts(error["at"]), error_pattern(text)])
+    gates: dict[str, Any] = {}
+    bypasses: list[list[Any]] = []
+    durations: dict[str, float] = {}
+    open_failures = 0
+    pipeline_done = True  # the pipeline ran to its end: no stage pending, running, failed or retrying
+    for name, s in stages.items():  # one pass over the stages
+        status = s.get("status")
+        if s.get("gate_failures"):
+            gates[name] = s["gate_failures"]
+        if status == "bypassed":
+            bypasses.append([name, s.get("override_reason"), _ts(s.get("completed_at"))])
+        elif status == "completed" and s.get("execution_seconds") is not None:
+            durations[name] = _num(s["execution_seconds"])
+        if status in FAILED_STAGE:
+            open_failures += 1
+        if status not in DONE_STATUSES:
+            pipeline_done = False
     return {
         "id": data["session_id"], "level": data["level"], "status": data["status"],
         "episode": data.get("episode_number"), "topic": topic, "started": _ts(data["started_at"]),
         "updated": _ts(data["last_updated"]), "completed": _ts(data.get("completed_at")),
         "ended": _ts(data.get("ended_at")), "budget": _opt_num(data.get("budget", {}).get("usd")),
         "cost": _num(costs.get("total_cost", 0.0)),
-        "by_stage": {name: _num(usd) for name, usd in costs.get("cost_by_stage", {}).items()},
+        "by_stage": {name: usd if type(usd) is float else _num(usd)
+                     for name, usd in costs.get("cost_by_stage", {}).items()},
         "tokens": costs.get("tokens_used", 0), "stages": list(stages),
-        "quality": {metric: _num(value) for metric, value in data.get("quality_metrics", {}).items()},
+        "quality": {metric: value if type(value) is float else _num(value)
+                    for metric, value in data.get("quality_metrics", {}).items()},
         "overall": _opt_num(data.get("quality_overall")), "errors": errors,
         "error_count": data.get("error_count", 0), "recovery_count": data.get("recovery_count", 0),
-        "gates": {name: s["gate_failures"] for name, s in stages.items() if s.get("gate_failures")},
-        "bypasses": [[name, s.get("override_reason"), _ts(s.get("completed_at"))] for name, s in stages.items()
-                     if s.get("status") == "bypassed"],
-        "durations": {name: _num(s["execution_seconds"]) for name, s in stages.items()
-                      if s.get("status") == "completed" and s.get("execution_seconds") is not None},
-        "open_failures": sum(1 for s in stages.values() if s.get("status") in FAILED_STAGE),
+        "gates": gates, "bypasses": bypasses, "durations": durations, "open_failures": open_failures,
         "current": current, "current_status": current_state.get("status", "pending") if current_state else None,
         "progress": _num(data.get("progress", {}).get("percent", 0.0)),
         "alerts": [[a["kind"], a["severity"], a["message"]] for a in data.get("alerts", [])],
-        "claude_sessions": list(data.get("claude_sessions", [])),
-        # the pipeline ran to its end: no stage pending, running, failed or retrying
-        "pipeline_done": all(s.get("status") in DONE_STATUSES for s in stages.values()),
+        "claude_sessions": list(data.get("claude_sessions", [])), "pipeline_done": pipeline_done,
         **_analytics_fields(data),  # tasks, score, learnings, blockers, stage scores and models
     }
 
@@ -139,12 +156,12 @@ Stub = tuple[float, float, bool]  # (started, last touched, active): a session v
 
 
 def _read_summary(store: Store, session_id: str, path: str, folder: str, low: float = -math.inf,
-                  high: float = math.inf) -> Summary | Stub:
+                  high: float = math.inf, raw: bytes | None = None) -> Summary | Stub:
     """The summary of one session's state file; CorruptState (naming the problem) if it is damaged.
     A session the fast reader vouches for that is ended and outside [low, high) gets only its
-    `Stub`: its summary is made the first time a report's window reaches it (`SummaryCache`)."""
-    raw = _read_confined(path)
-    data = _vouched(raw)
+    `Stub`: its summary is made the first time a report's window reaches it (`SummaryCache`).
+    `raw`: the file's bytes when the caller has read them already."""
+    data = _vouched(_read_confined(path) if raw is None else raw)
     if data is not None:
         try:
             started, touched = _ts(data["started_at"]), _touched(data)
@@ -275,18 +292,29 @@ def _read_confined(path: str) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        chunks = [os.read(fd, info.st_size + 1)]
-        while chunks[-1]:  # the file may have grown since fstat
-            chunks.append(os.read(fd, 1 << 16))
-        return b"".join(chunks)
+        return _read_open(fd, info)
     except OSError:
         return None
     finally:
         os.close(fd)
 
 
+def _read_open(fd: int, info: os.stat_result) -> bytes | None:
+    """The bytes of an open regular file of `info`'s size (more if it grew since)."""
+    try:
+        first = os.read(fd, info.st_size + 1)
+        if len(first) <= info.st_size:  # a short read of a regular file: its end
+            return first
+        chunks = [first]
+        while chunks[-1]:  # the file grew since fstat
+            chunks.append(os.read(fd, 1 << 16))
+        return b"".join(chunks)
+    except OSError:
+        return None
+
+
 def _topic(folder: str) -> str | None:
-    raw = _read_confined(os.path.join(folder, "metadata.json"))
+    raw = _read_confined(folder + "/metadata.json")
     if raw is None:
         return None
     try:
@@ -301,7 +329,8 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Run `fn` with Python's cycle collector paused. Summaries are trees of dicts, lists and
     scalars (no cycles) and a report allocates hundreds of thousands of them while holding the
     earlier ones: every collection would walk all that is held, a third of a cold report's time.
-    Reference counting still frees everything as usual; the collector resumes afterwards."""
+    Reference counting still frees everything as usual; the collector resumes afterwards, with
+    what was built counted as old (a young collection over 35,000 summaries took 0.2 s)."""
     import functools
     import gc
 
@@ -313,6 +342,10 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             return fn(*args, **kwargs)
         finally:
             if was:
+                # what was built lives until the report is done: counted as old (the oldest
+                # generation, O(1)), so the next young collections do not walk it all again
+                gc.freeze()
+                gc.unfreeze()
                 gc.enable()
 
     return paused
@@ -335,9 +368,11 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
         known = cache.keys()
         fetch: dict[str, tuple[str, str, str]] = {}  # id -> (key, state file, folder) of cache hits in the window
         jobs: list[Job] = []  # sessions the cache has nothing (current) for
-        present: set[str] = set()
+        present: dict[str, int] = {}  # id -> its place in the listing
+        listed: list[str] = []  # no regular state file found there (in the listing's order)
         for level in wanted or list(LEVELS.values()):
             folder = store.level_dir(level)
+            base = str(folder)
             try:
                 store.guard_level(level)  # a linked level or sessions folder is damage, never followed
                 with os.scandir(folder) as entries:  # the entry types come with the listing: no lstat each
@@ -347,33 +382,36 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
             except (OSError, SessionError):
                 continue
             for session_id in _session_ids(list(folders)):
-                present.add(session_id)
-                path = os.path.join(folder, session_id, STATE_FILE)
+                present[session_id] = len(present)
+                where = f"{base}/{session_id}"  # a plain join: os.path.join costs more than the stat
+                path = f"{where}/{STATE_FILE}"
+                if not folders[session_id]:  # a link or a file where a session folder belongs
+                    listed.append(session_id)
+                    continue
+                hit = known.get(session_id)
+                if hit is None:  # nothing cached: the reader takes the key from the file it opens
+                    jobs.append((session_id, "", path, where))
+                    continue
                 try:
-                    if not folders[session_id]:  # a link or a file where a session folder belongs
-                        raise OSError("not a folder")
                     st = os.lstat(path)
                     if not stat.S_ISREG(st.st_mode):
                         raise OSError("not a regular file")
                 except OSError:
-                    unreadable.append(session_id)
+                    listed.append(session_id)
                     continue
-                key = f"{st.st_mtime_ns}:{st.st_size}:{st.st_ino}"
-                hit = known.get(session_id)
-                if hit is not None and hit[0] == key:
+                key = _key(st)
+                if hit[0] == key:
                     if hit[3] or (hit[1] < high and hit[2] >= low):
-                        fetch[session_id] = (key, path, os.path.join(folder, session_id))
+                        fetch[session_id] = (key, path, where)
                     continue
-                jobs.append((session_id, key, path, os.path.join(folder, session_id)))
-        for session_id, key, summary in _read_many(store, jobs, low, high):
+                jobs.append((session_id, key, path, where))
+        for session_id, key, summary in _read_many(store, jobs, low, high, cache):  # cached as they are read
             if summary is None:
-                unreadable.append(session_id)
-            elif isinstance(summary, tuple):
-                cache.put_stub(session_id, key, summary)
-            else:
-                cache.put(session_id, key, summary)
-                if summary["status"] in ACTIVE_STATUSES or (summary["started"] < high and _last_touch(summary) >= low):
-                    summaries.append(summary)
+                (unreadable if key else listed).append(session_id)
+            elif isinstance(summary, dict) and (summary["status"] in ACTIVE_STATUSES
+                                                or (summary["started"] < high and _last_touch(summary) >= low)):
+                summaries.append(summary)
+        unreadable[:0] = sorted(listed, key=present.__getitem__)  # first, as when the listing stat'ed each
         found, missing = cache.fetch(list(fetch))
         summaries += found
         for session_id in missing:  # a stub the window now reaches, or a row of the wrong shape
@@ -390,43 +428,61 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                     and (wanted is None or level_of(session_id) in wanted)])
     # one order whatever the cache held (cold, warm, stubs summarised late): ties in the analytics
     # (the first and last session of a recurring blocker, ...) then come out the same every time
-    summaries.sort(key=lambda s: (s["started"], s["id"]))
+    summaries.sort(key=itemgetter("started", "id"))
     return summaries, unreadable
 
 
 Job = tuple[str, str, str, str]  # (session id, cache key, state file, folder)
 Read = tuple[str, str, Summary | Stub | None]  # (session id, cache key, what was read: None = unreadable)
 PARALLEL_FROM = 2000  # sessions to read before a second process is worth its fork
+SPLIT = 52  # percent of the jobs this process reads; the forked child reads the rest
 
 
-def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
-    """`_read_summary` of every job. With many to read (a cold cache: the first report after an
-    upgrade, a fresh clone) and more than one core, a forked child reads the second half while
-    this process reads the first; its results come back through a temporary file as JSON. Only
-    from a process with no other threads (the CLI; never the MCP server, where forking could
-    copy a lock another thread holds); if the child fails, this process reads its half too."""
+def _read_many(store: Store, jobs: list[Job], low: float, high: float,
+               cache: SummaryCache | None = None) -> list[Read]:
+    """`_read_summary` of every job, each also put in `cache` when one is given. With many to read
+    (a cold cache: the first report after an upgrade, a fresh clone) and more than one core, a
+    forked child reads the last 48% while this process reads the rest (`SPLIT`); its results come back
+    through a temporary file as JSON, and it writes its share's cache rows itself through its own
+    connection (this process closes its connection before the fork and opens it again after: a
+    sqlite connection must not cross a fork). Only from a process with no other threads (the CLI;
+    never the MCP server, where forking could copy a lock another thread holds); if the child
+    fails, this process reads its half too."""
     import threading
 
+    def keep(reads: list[Read]) -> list[Read]:
+        if cache is not None:
+            for read in reads:
+                cache.keep(read)
+        return reads
+
     if len(jobs) < PARALLEL_FROM or (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
-        return _read_jobs(store, jobs, low, high)
+        return keep(_read_jobs(store, jobs, low, high))
     import tempfile
 
-    half = len(jobs) // 2
+    half = len(jobs) * SPLIT // 100  # this process also merges what the child read: it takes a bit more
+    cached = cache is not None and cache.suspend()  # flushed and closed: reopened after the fork
     with tempfile.TemporaryFile() as out:
         try:
             pid = os.fork()
         except OSError:  # no room for a second process: read everything here
-            return _read_jobs(store, jobs, low, high)
+            if cache is not None:
+                cache.resume()
+            return keep(_read_jobs(store, jobs, low, high))
         if pid == 0:  # the child: read, write, leave without running anything of the parent's
             code = 1
             try:
-                for read in _read_jobs(store, jobs[half:], low, high):
-                    out.write(_dumps(read, option=OPT_APPEND_NEWLINE))  # one line each: read back one by one
+                with SummaryCache(store, enabled=cached) as own:
+                    for read in _read_jobs(store, jobs[half:], low, high):
+                        own.keep(read)
+                        out.write(_dumps(read, option=OPT_APPEND_NEWLINE))  # one line each: read back one by one
                 out.flush()
                 code = 0
             finally:
                 os._exit(code)
-        mine = _read_jobs(store, jobs[:half], low, high)
+        if cache is not None:
+            cache.resume()
+        mine = keep(_read_jobs(store, jobs[:half], low, high))
         _, status = os.waitpid(pid, 0)
         theirs: list[Read] | None = None
         if os.waitstatus_to_exitcode(status) == 0:
@@ -440,17 +496,52 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float) -> list[R
                     theirs = None
             except (ValueError, TypeError):
                 theirs = None
-    return mine + (theirs if theirs is not None else _read_jobs(store, jobs[half:], low, high))
+    return mine + (theirs if theirs is not None else keep(_read_jobs(store, jobs[half:], low, high)))
 
 
 def _read_jobs(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
+    """A job whose key is "" (a session the cache does not know) was not stat'ed by the listing:
+    its key comes from the file as it is opened, and ("", None) says no regular file is there."""
     reads: list[Read] = []
     for session_id, key, path, folder in jobs:
+        raw = None
+        if not key:
+            raw, key = _read_keyed(path)
+            if not key:
+                reads.append((session_id, "", None))
+                continue
         try:
-            reads.append((session_id, key, _read_summary(store, session_id, path, folder, low, high)))
+            reads.append((session_id, key, _read_summary(store, session_id, path, folder, low, high, raw)))
         except SessionError:
             reads.append((session_id, key, None))
     return reads
+
+
+def _key(info: os.stat_result) -> str:
+    """The cache key of a state file: it changes with every write (an atomic write makes a new inode)."""
+    return f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
+
+
+def _read_keyed(path: str) -> tuple[bytes | None, str]:
+    """(the bytes, the cache key) of a state file, from one open and fstat; ("" as the key) when no
+    regular file is there, as `lstat` would say; None as the bytes when it cannot be read so."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None, ""
+        return None, _key(info) if stat.S_ISREG(info.st_mode) else ""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None, ""
+        return _read_open(fd, info), _key(info)
+    except OSError:
+        return None, ""
+    finally:
+        os.close(fd)
 
 
 ACTIVE_STATUSES = frozenset({"initialized", "in_progress", "failed"})
@@ -475,14 +566,18 @@ class SummaryCache:
     summary is never believed. A cache that cannot be opened or read is thrown away and rebuilt;
     a read-only project gets its report without one."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, enabled: bool = True) -> None:
         self.store = store
+        self.enabled = enabled  # False: no cache (the forked reader of a process that has none)
+        self.suspended = False
         self.conn: Any = None
         self.writes: list[tuple[str, str, float, float, int, bytes]] = []
 
     def __enter__(self) -> SummaryCache:
         import sqlite3
 
+        if not self.enabled:
+            return self
         try:
             path = self.store.private_file(CACHE_FILE)
         except (OSError, SessionError):
@@ -515,6 +610,31 @@ class SummaryCache:
             self._flush()
             self.conn.close()
             self.conn = None
+
+    def suspend(self) -> bool:
+        """Write what is pending and close the connection (before a fork); True if there was one."""
+        if self.conn is None:
+            return False
+        self._flush()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.suspended = True
+        return True
+
+    def resume(self) -> None:
+        """Open the connection again after `suspend` (if it had one)."""
+        if self.suspended:
+            self.suspended = False
+            self.__enter__()
+
+    def keep(self, read: Read) -> None:
+        """Put what `_read_summary` gave: a summary, a stub, or nothing for an unreadable file."""
+        session_id, key, value = read
+        if isinstance(value, tuple):
+            self.put_stub(session_id, key, value)
+        elif value is not None:
+            self.put(session_id, key, value)
 
     def _guarded(self, fn: Any, default: Any) -> Any:
         import sqlite3
@@ -628,13 +748,18 @@ _NORMALISERS = [
 ]
 
 
+_NEEDS = ["-", "_", ":", "/\\", "\"'`", "_", "", ""]  # per normaliser: it matches only if one of these is in the text
+
+
 def error_pattern(message: str) -> str:
     """What similar error messages have in common: ids, paths, quoted text and numbers become
     placeholders, so `timeout after 30s on /a/x.mp3` and `timeout after 45s on /b/y.mp3`
     group as `timeout after <n>s on <path>`."""
     text = message.strip().lower()
-    for pattern, placeholder in _NORMALISERS:
-        text = pattern.sub(placeholder, text)
+    for (pattern, placeholder), needs in zip(_NORMALISERS, _NEEDS):
+        # a pattern that needs a character the text lacks cannot match (placeholders add none)
+        if not needs or any(char in text for char in needs):
+            text = pattern.sub(placeholder, text)
     return " ".join(text.split())
 
 
@@ -772,7 +897,7 @@ def _last_touch(s: Summary) -> float:
 
 
 def in_window(summaries: list[Summary], low: float, high: float) -> list[Summary]:
-    return [s for s in summaries if s["started"] < high and _last_touch(s) >= low]
+    return [s for s in summaries if s["started"] < high and (s["ended"] or s["completed"] or s["updated"]) >= low]
 
 
 def _rate(part: int, whole: int) -> float | None:
@@ -789,44 +914,75 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
     def inside(epoch: float | None) -> bool:
         return epoch is not None and low <= epoch < high
 
-    status = Counter(s["status"] for s in chosen)
-    started = sum(1 for s in chosen if low <= s["started"] < high)
-    finished_count = sum(1 for s in chosen if finished(s) and inside(s["completed"]))
-    troubled = [s for s in chosen if s["error_count"] or s["gates"]]
-    recovered = sum(1 for s in troubled
-                    if finished(s) or (s["status"] == "in_progress" and not s["open_failures"]))
-    counts = SessionCounts(
-        run=len(chosen), started=started, finished=finished_count, in_progress=status["in_progress"],
-        initialized=status["initialized"], failed=status["failed"], abandoned=status["abandoned"],
-        completed=status["completed"], completion_rate=_rate(finished_count, len(chosen)),
-        with_errors=len(troubled), recovered=recovered, error_recovery_rate=_rate(recovered, len(troubled)))
-
+    # one pass over the window's sessions gathers what the sections below need, in the window's order
+    status: Counter[str] = Counter()
+    started = troubled = recovered = 0
+    done: list[float] = []  # time to completion of the sessions finished inside the window
     metrics: dict[str, list[float]] = defaultdict(list)
+    costs: list[float] = []
+    budgets: list[float] = []
+    ratios: list[float] = []
+    by_stage: dict[str, list[float]] = defaultdict(list)
+    stage_targets: dict[str, list[float]] = defaultdict(list)
+    positions: dict[str, int] = {}  # `stage_positions`
+    seconds: dict[str, list[float]] = defaultdict(list)
+    gates: dict[str, list[int]] = defaultdict(list)
+    bypassed: list[tuple[str, str, str | None, float | None]] = []
+    raised: list[tuple[str, str, str, str]] = []
     for s in chosen:
+        state, begun, completed, names = s["status"], s["started"], s["completed"], s["stages"]
+        status[state] += 1
+        if low <= begun < high:
+            started += 1
+        ended_well = state == "completed" and s.get("pipeline_done")  # `finished`
+        if ended_well and completed is not None and low <= completed < high:
+            done.append(completed - begun)
+        if s["error_count"] or s["gates"]:
+            troubled += 1
+            if ended_well or (state == "in_progress" and not s["open_failures"]):
+                recovered += 1
         for metric, value in s["quality"].items():
             metrics[metric].append(value)
         if s["overall"] is not None:
             metrics["overall"].append(s["overall"])
-    quality = {metric: Stat.of(values) for metric, values in sorted(metrics.items())}
+        costs.append(s["cost"])
+        budget = s["budget"]
+        if budget:
+            budgets.append(budget)
+            ratios.append(s["cost"] / budget)
+            if names:
+                share = budget / len(names)
+                for stage in names:
+                    stage_targets[stage].append(share)
+        for stage, usd in s["by_stage"].items():
+            by_stage[stage].append(usd)
+        for index, stage in enumerate(names):
+            if index < positions.get(stage, 10_000):
+                positions[stage] = index
+        for stage, value in s["durations"].items():
+            seconds[stage].append(value)
+        for stage, failures in s["gates"].items():
+            gates[stage].append(failures)
+        for stage, reason, at in s["bypasses"]:
+            if at is None or low <= at < high:
+                bypassed.append((s["id"], stage, reason, at))
+        for kind, severity, message in s["alerts"]:
+            raised.append((s["id"], kind, severity, message))
 
-    costs = [s["cost"] for s in chosen]
-    budgets = [s["budget"] for s in chosen if s["budget"]]
+    finished_count = len(done)
+    counts = SessionCounts(
+        run=len(chosen), started=started, finished=finished_count, in_progress=status["in_progress"],
+        initialized=status["initialized"], failed=status["failed"], abandoned=status["abandoned"],
+        completed=status["completed"], completion_rate=_rate(finished_count, len(chosen)),
+        with_errors=troubled, recovered=recovered, error_recovery_rate=_rate(recovered, troubled))
+    quality = {metric: Stat.of(values) for metric, values in sorted(metrics.items())}
     total = round(sum(costs), 6)
     cost = CostSummary(total_usd=total, per_session=Stat.of(costs, 6),
                        target_usd=round(statistics.fmean(budgets), 6) if budgets else None)
     if cost.target_usd and cost.per_session.mean is not None:
         cost.vs_target = round(cost.per_session.mean / cost.target_usd, 4)
-    ratios = [s["cost"] / s["budget"] for s in chosen if s["budget"]]
     cost.over_budget = sum(1 for ratio in ratios if ratio >= 1.0)
     cost.near_budget = sum(1 for ratio in ratios if cost_alert_ratio <= ratio < 1.0)
-    by_stage: dict[str, list[float]] = defaultdict(list)
-    stage_targets: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, usd in s["by_stage"].items():
-            by_stage[stage].append(usd)
-        if s["budget"] and s["stages"]:
-            for stage in s["stages"]:
-                stage_targets[stage].append(s["budget"] / len(s["stages"]))
     staged = 0.0
     for stage, values in by_stage.items():
         spent = sum(values)
@@ -836,33 +992,20 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
             stage=stage, total_usd=round(spent, 6), mean_usd=round(spent / len(values), 6), sessions=len(values),
             share=round(spent / total, 4) if total else 0.0,
             target_usd=round(statistics.fmean(targets), 6) if targets else None))
-    positions = stage_positions(chosen)
     cost.by_stage.sort(key=lambda c: (positions.get(c.stage, 10_000), c.stage))
     cost.unassigned_usd = round(max(0.0, total - staged), 6)
 
-    done = [s for s in chosen if finished(s) and inside(s["completed"])]
-    time_to_completion = Stat.of([s["completed"] - s["started"] for s in done], 1)
-    seconds: dict[str, list[float]] = defaultdict(list)
-    for s in chosen:
-        for stage, value in s["durations"].items():
-            seconds[stage].append(value)
+    time_to_completion = Stat.of(done, 1)
     stage_seconds = {stage: Stat.of(seconds[stage], 1)
                      for stage in sorted(seconds, key=lambda n: (positions.get(n, 10_000), n))}
 
-    gates: dict[str, list[int]] = defaultdict(list)
-    for s in chosen:
-        for stage, failures in s["gates"].items():
-            gates[stage].append(failures)
     gate_failures = sorted((GateFailures(stage=stage, failures=sum(v), sessions=len(v)) for stage, v in gates.items()),
                            key=lambda g: (-g.failures, g.stage))
 
     recurring, error_total = _recurring(chosen, inside)
-    bypassed = [(s["id"], stage, reason, at) for s in chosen for stage, reason, at in s["bypasses"]
-                if at is None or inside(at)]
     bypassed.sort(key=lambda b: (-(b[3] or 0), b[0]))  # the latest first
     bypasses = [Bypass(session_id=sid, stage=stage, reason=reason, at=datetime.fromtimestamp(at, UTC) if at else None)
                 for sid, stage, reason, at in bypassed[:LIST_LIMIT]]
-    raised = [(s["id"], kind, severity, message) for s in chosen for kind, severity, message in s["alerts"]]
     alert_counts = dict(sorted(Counter(f"{kind}/{severity}" for _sid, kind, severity, _m in raised).items()))
     raised.sort(key=lambda a: (a[2] != "critical", a[0]))  # critical first
     alerts = [AlertItem(session_id=sid, kind=kind, severity=severity, message=message)
@@ -924,14 +1067,15 @@ def trend(summaries: list[Summary], since: datetime, until: datetime, inside: An
     quality: dict[str, list[float]] = defaultdict(list)
     day_of = _day_cache()
     for s in summaries:
-        start = sums.get(day_of(s["started"]))
+        day = day_of(s["started"])
+        start = sums.get(day)
         if start is not None:
             start[0] += 1
             start[2] += s["cost"]
             start[3] += s["budget"] or 0.0
             if s["overall"] is not None:
-                quality[day_of(s["started"])].append(s["overall"])
-        if finished(s) and inside(s["completed"]):
+                quality[day].append(s["overall"])
+        if s["status"] == "completed" and s.get("pipeline_done") and inside(s["completed"]):  # `finished`
             done = sums.get(day_of(s["completed"]))
             if done is not None:
                 done[1] += 1
@@ -986,8 +1130,10 @@ def session_branches(figures: Figures, session_ids: Iterable[str]) -> dict[str, 
 
 def add_usage_figures(report: Report, summaries: list[Summary], figures: Figures) -> Report:
     """Fill the report's usage-per-stage and per-branch figures for the sessions in its window."""
-    ids = [s["id"] for s in in_window(summaries, report.since.timestamp(), report.until.timestamp())
-           if report.level is None or s["level"] == report.level]
+    low, high = report.since.timestamp(), report.until.timestamp()
+    # only the sessions with bookings count (the others add nothing): asked first, in the window's order
+    ids = [s["id"] for s in summaries if s["id"] in figures and s["started"] < high and _last_touch(s) >= low
+           and (report.level is None or s["level"] == report.level)]
     report.cost.usage_by_stage = usage_stage_costs(figures, ids)
     report.cost.by_branch = branch_costs(figures, ids)
     report.cost.session_branches = session_branches(figures, ids)
