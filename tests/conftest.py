@@ -154,6 +154,18 @@ class Clock:
         self.now += timedelta(minutes=minutes)
 
 
+@pytest.fixture
+def clock() -> Clock:
+    """The clock of `svc` (a test module may override it, e.g. to start on another day)."""
+    return Clock()
+
+
+@pytest.fixture
+def svc(project: Path, clock: Clock) -> Service:
+    """A service on the controllable clock."""
+    return Service(project, actor="test", clock=clock)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
     """Print what the reliability tests counted (they record it with `record_property("counts", ...)`);
     user properties travel from xdist workers, so this works with `-n 2` too."""

@@ -66,11 +66,6 @@ def clock() -> Clock:
     return Clock(DAY)
 
 
-@pytest.fixture
-def svc(project: Path, clock: Clock) -> Service:
-    return Service(project, actor="test", clock=clock)
-
-
 def usd(model: str, tokens: list[int], hour: int = 0) -> float:
     from session_manager.config import Prices
     from session_manager.costs import price_table

@@ -74,16 +74,6 @@ def edit(path: Path, change: Any) -> None:
     path.write_text(json.dumps(data, indent=1))
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def svc(project: Path, clock: Clock) -> Service:
-    return Service(project, actor="test", clock=clock)
-
-
 def busy_project(svc: Service, clock: Clock) -> list[str]:
     """Several active sessions with blockers, alerts, open tasks, long topics; one ended."""
     ids = []

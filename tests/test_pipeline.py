@@ -32,16 +32,6 @@ name = "release"
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def svc(project: Path, clock: Clock) -> Service:
-    return Service(project, actor="test", clock=clock)
-
-
-@pytest.fixture
 def gated(project: Path, clock: Clock) -> Service:
     (project / ".claude").mkdir(exist_ok=True)
     (project / ".claude/session-manager.toml").write_text(GATED_CONFIG)
