@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import queue
 import re
@@ -396,19 +395,12 @@ class BackupWake:
 
     def __init__(self, requests: queue.Queue[str]) -> None:
         self.requests = requests
-        self.last = -math.inf
         self.lock = threading.Lock()
 
     def __call__(self, reason: str) -> None:
         from session_manager.backup_models import COALESCED
 
         with self.lock:
-            now = time.monotonic()
             if reason in COALESCED and not self.requests.empty():
                 return  # the queued request's backup runs after this change: it holds it
-            if reason in COALESCED:
-                self.last = now
             self.requests.put(reason)
-
-
-COALESCE_WAKE = 2.0

@@ -162,13 +162,8 @@ class Redo:
         if not self.waiting(session_id):
             return
         try:
-            if not self.needs_replay(session_id):
-                return
-            if holding(session_id):
-                self.checkpoint_locked(session_id)
-                return
-            with self.store.lock(session_id):
-                self.checkpoint_locked(session_id)
+            if self.needs_replay(session_id):
+                self._checkpoint_under_lock(session_id, wait=True)
         except (LockTimeout, OSError):
             return
 
@@ -176,8 +171,11 @@ class Redo:
         """Make the session's committed changes durable (fsync their files, the journal and the
         folders) and empty its log. A no-op (one lstat) when the log is empty. `wait=False`:
         a session locked by someone else is left to them (LockTimeout at once)."""
-        if not self.waiting(session_id):
-            return
+        if self.waiting(session_id):
+            self._checkpoint_under_lock(session_id, wait)
+
+    def _checkpoint_under_lock(self, session_id: str, wait: bool) -> None:
+        """`checkpoint_locked` under the session's lock, taken unless this thread holds it already."""
         if holding(session_id):
             self.checkpoint_locked(session_id)
             return
@@ -322,13 +320,10 @@ def _revision(path: Path) -> int | None:
     return revision if type(revision) is int else None
 
 
-JOURNAL_TAIL = 1 << 16
-
-
 def _journal_revisions(journal: Path) -> set[int]:
     """The `rev` of the journal lines in its last 64 KB (a checkpoint looks no further back:
     a log holds the changes since the last one)."""
-    from session_manager.store import open_fd
+    from session_manager.store import JOURNAL_TAIL, open_fd
 
     try:
         fd = open_fd(journal, os.O_RDONLY)
