@@ -215,7 +215,7 @@ def test_report_holds_only_the_window_of_a_long_history(project: Path) -> None:
     now = datetime.now(UTC)
     since, until = reports.window("week", None, None, now)
     for _ in ("cold", "warm"):
-        loaded, unreadable = reports.load_summaries(service.store, None, since.timestamp(), until.timestamp())
+        loaded, unreadable, _ = reports.load_summaries(service.store, None, since.timestamp(), until.timestamp())
         assert not unreadable
         assert {s["id"] for s in loaded} == set(recent) | {live}
     assert len(reports.load_summaries(service.store)[0]) == 1502  # without a window: everything

@@ -34,9 +34,13 @@ SERIES_LIMIT = 200  # episodes listed per series (the latest): a month of 5,000 
 
 # -- what each session's summary adds -------------------------------------------------------------
 def _epoch(value: Any) -> float | None:
-    if not isinstance(value, str):
+    """A time as text (the model's JSON dump) or as a `datetime` (the fast reader's) as the summary keeps it."""
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+    elif isinstance(value, datetime):
+        moment = value
+    else:
         return None
-    moment = datetime.fromisoformat(value)
     if moment.microsecond:  # the model writes whole seconds
         moment = moment.replace(microsecond=0)
     if moment.tzinfo is None:
@@ -696,9 +700,11 @@ class _Pass:
 
 def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
             now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None = None,
+            outside: Iterable[tuple[float, float, float | None]] = (),
             day_of: Callable[[float], str] = _day) -> Analytics:
-    """Everything in `Analytics` for the sessions `chosen` (those in the window); `summaries` (all)
-    for the previous window and the forecast."""
+    """Everything in `Analytics` for the sessions `chosen` (those in the window); `summaries` (the
+    window's and the active ones) and `outside` (started, last touched and overall quality of the
+    other sessions read, of `level`) for the previous window and the forecast."""
     config = config or Config()
     rules = config.patterns
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
@@ -738,9 +744,13 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
                                       quality=s["overall"], day=day_of(s["completed"]))
                           for s in episodes[-SERIES_LIMIT:]]
     span = high - low
-    previous = [s for s in summaries if s["started"] < low and (s["ended"] or s["completed"] or s["updated"]) >= low - span
-                and (level is None or s["level"] == level)]
-    prev_quality = [s["overall"] for s in previous if s["overall"] is not None]
+    # the window before this one, as long: its sessions are among the summaries (those that reach into
+    # this window, the active ones) or outside them
+    prev_quality = [s["overall"] for s in summaries if s["started"] < low and s["overall"] is not None
+                    and (s["ended"] or s["completed"] or s["updated"]) >= low - span
+                    and (level is None or s["level"] == level)]
+    prev_quality += [overall for started, touched, overall in outside
+                     if started < low and touched >= low - span and overall is not None]
     a.quality_improvement = QualityChange(current=a.quality_average, previous=_r(_mean(prev_quality)),
                                           sessions=len(overall), previous_sessions=len(prev_quality))
     if a.quality_improvement.current is not None and a.quality_improvement.previous is not None:

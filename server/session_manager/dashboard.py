@@ -21,7 +21,7 @@ from session_manager.model import Timestamp
 from session_manager import reports
 from session_manager.analytics import analyse
 from session_manager.config import Config
-from session_manager.reports import Summary, _recurring, in_window, stage_positions, trend
+from session_manager.reports import Loaded, Summary, _recurring, in_window, stage_positions, trend
 
 ACTIVE = ("initialized", "in_progress", "failed")
 BARS = "▁▂▃▄▅▆▇█"
@@ -86,8 +86,9 @@ class Dashboard(BaseModel):
     forecast: str | None = None
 
 
-def build(summaries: list[Summary], days: int, level: str | None, now: datetime, quality_threshold: float,
-          unreadable: list[str] | None = None, config: Config | None = None) -> Dashboard:
+def build(loaded: Loaded, days: int, level: str | None, now: datetime, quality_threshold: float,
+          config: Config | None = None) -> Dashboard:
+    summaries = loaded.summaries
     local = now.astimezone()
     since = (local - timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
     low, high = since.timestamp(), now.timestamp()
@@ -137,7 +138,8 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
     for s in chosen:
         if s.get("score") is not None:
             scores[datetime.fromtimestamp(s["started"], UTC).astimezone().strftime("%Y-%m-%d")].append(s["score"])
-    found = analyse(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config)
+    found = analyse(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config,
+                    loaded.outside)
     f = found.forecast
     return Dashboard(
         score_per_day=[MetricPoint(day=d, value=round(statistics.fmean(v), 1)) for d, v in sorted(scores.items())],
@@ -155,7 +157,7 @@ def build(summaries: list[Summary], days: int, level: str | None, now: datetime,
         dollars_per_episode=round(statistics.fmean(s["cost"] for s in finished), 4) if finished else None,
         average_quality=round(statistics.fmean(overall), 4) if overall else None,
         cost_per_day=[DayCost(day=p.day, cost_usd=p.cost_usd, budget_usd=p.budget_usd) for p in points],
-        quality_per_day=quality, stages=stages, quality_threshold=quality_threshold, unreadable=unreadable or [],
+        quality_per_day=quality, stages=stages, quality_threshold=quality_threshold, unreadable=loaded.unreadable,
     )
 
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -52,7 +52,7 @@ from orjson import loads as _loads
 
 
 CACHE_FILE = "report-cache.sqlite"
-CACHE_VERSION = 5  # bump when the summary's shape changes: older caches are ignored
+CACHE_VERSION = 6  # bump when the summary's shape changes: older caches are ignored
 ERROR_TEXT_LIMIT = 300
 LIST_LIMIT = 50  # bypasses, alerts and error patterns listed in a report (counts cover them all)
 FAILED_STAGE = frozenset({"failed", "retrying", "escalated"})
@@ -65,9 +65,12 @@ _R = TypeVar("_R")
 
 # -- per-session summaries and their cache -------------------------------------------------------
 def _ts(value: Any, _parse: Callable[[str], datetime] = datetime.fromisoformat) -> float | None:
+    """The epoch of a time as the summary keeps it: whole seconds, a naive time read as UTC. The
+    time comes as the model's JSON dump writes it (text) or as the fast reader validated it (a
+    `datetime`)."""
     if value is None:
         return None
-    moment = _parse(value)
+    moment = _parse(value) if type(value) is str else value
     if moment.microsecond:  # the model writes whole seconds
         moment = moment.replace(microsecond=0)
     if moment.tzinfo is None:
@@ -88,7 +91,8 @@ def _opt_num(value: Any) -> float | None:
 
 def summarize(data: dict[str, Any], topic: str | None) -> Summary:
     """The compact facts a report needs from one session (JSON-ready), taken from the JSON of
-    its `pipeline_status.json`. It reads the JSON directly rather than through the pydantic model:
+    its `pipeline_status.json` (or the fast reader's plain data). The topic (from `metadata.json`)
+    is kept for an active session only: the dashboard lists it for the running ones. It reads the JSON directly rather than through the pydantic model:
     a cold report over 10,000 sessions spends most of its time here, and validating every field
     costs four times as much. Anything not shaped as written by this tool raises
     KeyError/TypeError/ValueError, and the caller then asks the model to name the problem."""
@@ -121,7 +125,8 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
             pipeline_done = False
     return {
         "id": data["session_id"], "level": data["level"], "status": data["status"],
-        "episode": data.get("episode_number"), "topic": topic, "started": _ts(data["started_at"]),
+        "episode": data.get("episode_number"), "topic": topic if data["status"] in ACTIVE_STATUSES else None,
+        "started": _ts(data["started_at"]),
         "updated": _ts(data["last_updated"]), "completed": _ts(data.get("completed_at")),
         "ended": _ts(data.get("ended_at")), "budget": _opt_num(data.get("budget", {}).get("usd")),
         "cost": _num(costs.get("total_cost", 0.0)),
@@ -152,7 +157,8 @@ def finished(s: Summary) -> bool:
     return bool(s["status"] == "completed" and s.get("pipeline_done"))
 
 
-Stub = tuple[float, float, bool]  # (started, last touched, active): a session vouched for, not yet summarised
+Stub = tuple[float, float, bool, float | None]  # (started, last touched, active, overall quality): a session
+# vouched for, not yet summarised; its quality serves the comparison with the previous window (`Loaded.outside`)
 
 
 def _read_summary(store: Store, session_id: str, path: str, folder: str, low: float = -math.inf,
@@ -167,8 +173,8 @@ def _read_summary(store: Store, session_id: str, path: str, folder: str, low: fl
             started, touched = _ts(data["started_at"]), _touched(data)
             active = data["status"] in ACTIVE_STATUSES
             if started is not None and not active and not (started < high and touched >= low):
-                return started, touched, active
-            summary = summarize(data, _topic(folder))
+                return started, touched, active, _opt_num(data.get("quality_overall"))
+            summary = summarize(data, _topic(folder) if active else None)  # shown for running sessions only
             if summary["started"] == started and _last_touch(summary) == touched:
                 return summary
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
@@ -201,54 +207,56 @@ def fast_summary(raw: bytes | None, topic: str | None) -> Summary | None:
 
 
 def _vouched(raw: bytes | None) -> dict[str, Any] | None:
-    """The state file's JSON if this reader can vouch that summarising it gives what the model's
-    path gives, else None. It vouches only for a current-schema file that orjson parses (it
-    refuses NaN and infinities) and that the model's own schema accepts *strictly*: pydantic-core
-    validates the bytes in Rust with no coercion, so every value already has the type the model
-    would give it and the model's dump would not change it (`_voucher`). A cold report over
-    10,000 sessions spends most of its time here; this costs about a third of building the model
-    and dumping it."""
-    if raw is None:
-        return None
+    """The state file's content if this reader can vouch that summarising it gives what the model's
+    path gives, else None. It vouches only for a current-schema file that the model's own schema
+    accepts *strictly*: pydantic-core parses and validates the bytes in Rust with no coercion, so
+    every value already has the type the model would give it and the model's dump would not change
+    it (`_voucher`); a NaN or an infinity is left to the model's path. The result is that validation's output, plain
+    dicts, lists and scalars with `datetime` times: the file is parsed once. A cold report over
+    50,000 sessions spends most of its time here; this costs about half of building the model."""
+    if raw is None or b"NaN" in raw or b"Infinity" in raw:
+        return None  # pydantic-core's parser reads these tokens; the model's path judges them
     try:
-        data = _loads(raw)
-        if type(data) is not dict or data.get("schema_version") != SCHEMA_VERSION:
-            return None
-        _voucher().validate_json(raw, strict=True)
+        data = _voucher()(raw)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            return None  # an older schema: the model's path migrates it
         current = data.get("current_stage")
-        if current is not None and current not in data.get("stages", {}):
+        if current is not None and current not in data["stages"]:
             return None  # SessionState's own check (`_known_current_stage`), left out of the voucher
         return data
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # pydantic's ValidationError is a ValueError
 
 
-_VOUCHER: list[Any] = []
+_VOUCHER: list[Callable[[bytes], dict[str, Any]]] = []
 _HARMLESS = frozenset({"_utc_times", "_known_current_stage"})  # never changes what is accepted / checked above
 _KNOWN_CONFIG = frozenset({"extra_fields_behavior", "allow_inf_nan", "title", "ser_json_inf_nan"})  # the last: output only
+_FIELD_KEYS = frozenset({"type", "schema", "metadata"})  # a model field with more (an alias, ...) is not plain
 
 
 class _Unplain(Exception):
     """The model's schema has a part the voucher does not know how to keep equivalent."""
 
 
-def _voucher() -> Any:
-    """A validator of exactly what `SessionState` accepts, built from the model's own core schema
-    with its models turned into plain field checks (same fields, types, constraints, defaults and
-    `extra="forbid"`) and its two Python after-validators left out: `_utc_times` only attaches UTC
-    to naive times (the summary reads naive times as UTC too) and `_known_current_stage` is checked
-    by `fast_summary`. It builds no model objects and calls no Python per field: about half the
-    cost of `SessionState.model_validate_json`. Any other validator, or model option, in the schema
-    makes it fall back to the model's own validator, so a new rule is never skipped."""
+def _voucher() -> Callable[[bytes], dict[str, Any]]:
+    """A reader of exactly what `SessionState` accepts, giving plain data: the model's own core
+    schema with its models turned into typed dicts (same fields, types, constraints, defaults and
+    `extra="forbid"`), its enums into the literal values they accept from JSON, and its two Python
+    after-validators left out: `_utc_times` only attaches UTC to naive times (the summary reads
+    naive times as UTC too) and `_known_current_stage` is checked by `_vouched`. It builds no
+    model objects and calls no Python per field. Any other validator, or model option, in the
+    schema makes it fall back to the model itself (then dumped to JSON), so a new rule is never
+    skipped."""
     if not _VOUCHER:
         from pydantic_core import SchemaValidator
 
         from session_manager.model import SessionState
 
         try:
-            _VOUCHER.append(SchemaValidator(_plain(SessionState.__pydantic_core_schema__)))
+            validator = SchemaValidator(_plain(SessionState.__pydantic_core_schema__))
+            _VOUCHER.append(lambda raw: validator.validate_json(raw, strict=True))  # type: ignore[no-any-return]
         except _Unplain:
-            _VOUCHER.append(SessionState.__pydantic_validator__)
+            _VOUCHER.append(lambda raw: SessionState.model_validate_json(raw, strict=True).model_dump(mode="json"))
     return _VOUCHER[0]
 
 
@@ -267,16 +275,51 @@ def _plain(schema: Any) -> Any:
         config = schema.get("config", {})
         if not config.keys() <= _KNOWN_CONFIG or schema.get("custom_init") or schema.get("root_model"):
             raise _Unplain("model config")
-        fields = dict(_plain(schema["schema"]))
-        if fields.get("type") != "model-fields":
+        inner = schema["schema"]
+        if inner.get("type") != "model-fields" or inner.get("computed_fields") or inner.get("extras_schema"):
             raise _Unplain("model")
-        fields["extra_behavior"] = config.get("extra_fields_behavior", "ignore")
+        fields = {}
+        for name, field in inner["fields"].items():
+            if field.get("type") != "model-field" or not field.keys() <= _FIELD_KEYS:
+                raise _Unplain(f"field {name}")
+            checked = _plain(field["schema"])
+            fields[name] = {"type": "typed-dict-field", "schema": checked, "required": checked.get("type") != "default"}
+        plain = {"type": "typed-dict", "fields": fields, "config": config,
+                 "extra_behavior": config.get("extra_fields_behavior", "ignore")}
         if "ref" in schema:
-            fields["ref"] = schema["ref"]
-        return fields
-    # a serializer is not part of validation; the class and functions are kept as they are
-    return {key: value if key in ("serialization", "cls", "function") else _plain(value)
-            for key, value in schema.items()}
+            plain["ref"] = schema["ref"]
+        return plain
+    if kind == "enum":  # from JSON an enum accepts exactly its values: the literal of them gives plain text
+        if schema.get("sub_type") != "str" or schema.get("missing") or not schema.keys() <= {
+                "type", "cls", "members", "sub_type", "ref", "metadata"}:
+            raise _Unplain("enum")
+        literal = {"type": "literal", "expected": [member.value for member in schema["members"]]}
+        if "ref" in schema:
+            literal["ref"] = schema["ref"]
+        return literal
+    # a serializer is not part of validation; the class, functions and default values are kept as they are
+    plain = {key: value if key in ("serialization", "cls", "function", "default", "default_factory") else _plain(value)
+             for key, value in schema.items()}
+    if kind == "default":  # a default is given as is, not validated: give it as plain data too
+        if "default" in schema:
+            plain["default"] = _plain_value(schema["default"])
+        if "default_factory" in schema:
+            if schema.get("default_factory_takes_data"):
+                raise _Unplain("default factory")
+            factory = schema["default_factory"]
+            plain["default_factory"] = lambda: _plain_value(factory())
+    return plain
+
+
+def _plain_value(value: Any) -> Any:
+    """A model's default as the voucher gives data: an enum as its value, a model as its JSON dump."""
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
 
 
 def _read_confined(path: str) -> bytes | None:
@@ -351,19 +394,33 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return paused
 
 
+Outside = tuple[float, float, float | None]  # (started, last touched, overall quality) of a session not summarised
+
+
+class Loaded(NamedTuple):
+    """What `load_summaries` read: the summaries of the window (and of every active session), the
+    ids whose state file is unreadable, and three columns of each other readable session: enough
+    to compare the window with the one before it (`analytics.analyse`) without decoding them."""
+
+    summaries: list[Summary]
+    unreadable: list[str]
+    outside: list[Outside]
+
+
 @_gc_paused
 def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: float | None = None,
-                   until: float | None = None) -> tuple[list[Summary], list[str]]:
+                   until: float | None = None) -> Loaded:
     """The summaries of the sessions (of `levels`) in the window [since, until) (see `in_window`),
     plus every active one; all sessions when no window is given. Also the ids whose state file is
-    unreadable. Streams: a summary is decoded only when its session is in the window, so memory
-    follows the window, not the history (see `SummaryCache`)."""
+    unreadable, and the columns of the others (`Loaded`). Streams: a summary is decoded only when
+    its session is in the window, so memory follows the window, not the history (see `SummaryCache`)."""
     store.redo.checkpoint_all()  # a change a crash left in a redo log reaches its files first (see redo.py)
     wanted = list(levels) if levels else None
     low = since if since is not None else -math.inf
     high = until if until is not None else math.inf
     summaries: list[Summary] = []
     unreadable: list[str] = []
+    outside: list[Outside] = []
     with SummaryCache(store) as cache:
         known = cache.keys()
         fetch: dict[str, tuple[str, str, str]] = {}  # id -> (key, state file, folder) of cache hits in the window
@@ -403,14 +460,19 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
                 if hit[0] == key:
                     if hit[3] or (hit[1] < high and hit[2] >= low):
                         fetch[session_id] = (key, path, where)
+                    else:
+                        outside.append((hit[1], hit[2], hit[4]))
                     continue
                 jobs.append((session_id, key, path, where))
         for session_id, key, summary in _read_many(store, jobs, low, high, cache):  # cached as they are read
             if summary is None:
                 (unreadable if key else listed).append(session_id)
-            elif isinstance(summary, dict) and (summary["status"] in ACTIVE_STATUSES
-                                                or (summary["started"] < high and _last_touch(summary) >= low)):
+            elif isinstance(summary, tuple):
+                outside.append((summary[0], summary[1], summary[3]))
+            elif summary["status"] in ACTIVE_STATUSES or (summary["started"] < high and _last_touch(summary) >= low):
                 summaries.append(summary)
+            else:
+                outside.append((summary["started"], _last_touch(summary), summary["overall"]))
         unreadable[:0] = sorted(listed, key=present.__getitem__)  # first, as when the listing stat'ed each
         found, missing = cache.fetch(list(fetch))
         summaries += found
@@ -429,7 +491,7 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
     # one order whatever the cache held (cold, warm, stubs summarised late): ties in the analytics
     # (the first and last session of a recurring blocker, ...) then come out the same every time
     summaries.sort(key=itemgetter("started", "id"))
-    return summaries, unreadable
+    return Loaded(summaries, unreadable, outside)
 
 
 Job = tuple[str, str, str, str]  # (session id, cache key, state file, folder)
@@ -547,7 +609,7 @@ def _read_keyed(path: str) -> tuple[bytes | None, str]:
 ACTIVE_STATUSES = frozenset({"initialized", "in_progress", "failed"})
 CACHE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS summaries(id TEXT PRIMARY KEY, key TEXT NOT NULL, started REAL NOT NULL,
-    touched REAL NOT NULL, active INTEGER NOT NULL, data BLOB NOT NULL);
+    touched REAL NOT NULL, active INTEGER NOT NULL, overall REAL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -571,7 +633,7 @@ class SummaryCache:
         self.enabled = enabled  # False: no cache (the forked reader of a process that has none)
         self.suspended = False
         self.conn: Any = None
-        self.writes: list[tuple[str, str, float, float, int, bytes]] = []
+        self.writes: list[tuple[str, str, float, float, int, float | None, bytes]] = []
 
     def __enter__(self) -> SummaryCache:
         import sqlite3
@@ -589,8 +651,8 @@ class SummaryCache:
                 self.conn.execute("PRAGMA synchronous=OFF")
                 self.conn.executescript(CACHE_SCHEMA)
                 version = self.conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()
-                if version != (str(CACHE_VERSION),):
-                    self.conn.executescript("DELETE FROM summaries; INSERT OR REPLACE INTO meta"
+                if version != (str(CACHE_VERSION),):  # another shape: start again
+                    self.conn.executescript("DROP TABLE summaries;" + CACHE_SCHEMA + "INSERT OR REPLACE INTO meta"
                                             f" VALUES ('version', '{CACHE_VERSION}');")
                 return self
             except sqlite3.DatabaseError:
@@ -648,11 +710,11 @@ class SummaryCache:
             self.conn = None
             return default
 
-    def keys(self) -> dict[str, tuple[str, float, float, int]]:
-        """{id: (key, started, last touched, active)} of every cached summary."""
-        rows = self._guarded(lambda: self.conn.execute("SELECT id, key, started, touched, active FROM summaries")
-                             .fetchall(), [])
-        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
+    def keys(self) -> dict[str, tuple[str, float, float, int, float | None]]:
+        """{id: (key, started, last touched, active, overall quality)} of every cached summary."""
+        rows = self._guarded(lambda: self.conn.execute(
+            "SELECT id, key, started, touched, active, overall FROM summaries").fetchall(), [])
+        return {row[0]: row[1:] for row in rows}
 
     def fetch(self, ids: list[str]) -> tuple[list[Summary], list[str]]:
         """The cached summaries of `ids`, and the ids it has no summary for (a stub, a row of the
@@ -679,14 +741,14 @@ class SummaryCache:
 
     def put_stub(self, session_id: str, key: str, stub: Stub) -> None:
         """A session vouched for but not summarised (outside the window): its columns, no data."""
-        started, touched, active = stub
-        self.writes.append((session_id, key, started, touched, int(active), b""))
+        started, touched, active, overall = stub
+        self.writes.append((session_id, key, started, touched, int(active), overall, b""))
         if len(self.writes) >= 500:
             self._flush()
 
     def put(self, session_id: str, key: str, summary: Summary) -> None:
         self.writes.append((session_id, key, summary["started"], _last_touch(summary),
-                            int(summary["status"] in ACTIVE_STATUSES), _dumps(summary)))
+                            int(summary["status"] in ACTIVE_STATUSES), summary["overall"], _dumps(summary)))
         if len(self.writes) >= 500:
             self._flush()
 
@@ -700,7 +762,7 @@ class SummaryCache:
         if writes:
             def run() -> None:
                 self.conn.execute("BEGIN")
-                self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?)", writes)
+                self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?,?)", writes)
                 self.conn.execute("COMMIT")
 
             self._guarded(run, None)
@@ -905,9 +967,9 @@ def _rate(part: int, whole: int) -> float | None:
 
 
 @_gc_paused
-def build(summaries: list[Summary], period: str, since: datetime, until: datetime, level: str | None,
-          now: datetime, cost_alert_ratio: float, unreadable: list[str] | None = None,
-          config: Config | None = None) -> Report:
+def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: str | None,
+          now: datetime, cost_alert_ratio: float, config: Config | None = None) -> Report:
+    summaries = loaded.summaries
     low, high = since.timestamp(), until.timestamp()
     chosen = in_window(summaries, low, high)
 
@@ -1016,8 +1078,8 @@ def build(summaries: list[Summary], period: str, since: datetime, until: datetim
                   stage_seconds=stage_seconds, gate_failures=gate_failures, recurring_errors=recurring,
                   errors=error_total, bypasses=bypasses, bypass_count=len(bypassed), alerts=alerts,
                   alert_counts=alert_counts,
-                  trend=trend(chosen, since, until, inside), unreadable=unreadable or [],
-                  analytics=analyse(summaries, chosen, since, until, level, now, recurring, positions, config,
+                  trend=trend(chosen, since, until, inside), unreadable=loaded.unreadable,
+                  analytics=analyse(summaries, chosen, since, until, level, now, recurring, positions, config, loaded.outside,
                                     _day_cache()))
 
 

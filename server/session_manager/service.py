@@ -781,11 +781,11 @@ class Service:
         now = self.clock()
         since, until = reports.window(req.period, req.since, req.until, now)
         # only the window's sessions (and the active ones) are decoded and held: memory follows the window
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
-                                                       since.timestamp(), until.timestamp())
-        report = reports.build(summaries, req.period, since, until, req.level.name if req.level else None, now,
-                               self.config.alerts.cost_ratio, unreadable, self.config)
-        return self._usage_figures(report, summaries)
+        loaded = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                        since.timestamp(), until.timestamp())
+        report = reports.build(loaded, req.period, since, until, req.level.name if req.level else None, now,
+                               self.config.alerts.cost_ratio, self.config)
+        return self._usage_figures(report, loaded.summaries)
 
     @operation
     def dashboard(self, req: DashboardRequest) -> Dashboard:
@@ -796,10 +796,10 @@ class Service:
         from datetime import timedelta
 
         now = self.clock()
-        summaries, unreadable = reports.load_summaries(self.store, [req.level] if req.level else None,
-                                                       (now - timedelta(days=req.days + 1)).timestamp())
-        return dashboard.build(summaries, req.days, req.level.name if req.level else None, now,
-                               self.config.alerts.quality_min, unreadable, self.config)
+        loaded = reports.load_summaries(self.store, [req.level] if req.level else None,
+                                        (now - timedelta(days=req.days + 1)).timestamp())
+        return dashboard.build(loaded, req.days, req.level.name if req.level else None, now,
+                               self.config.alerts.quality_min, self.config)
 
 
     # -- cost attribution (helper-c) ------------------------------------------------------

@@ -77,8 +77,7 @@ def bookings_lock(store: Any, lock_timeout: float) -> Any:
 def load_rule(store: Any) -> Attribution:
     from session_manager import reports
 
-    summaries, _unreadable = reports.load_summaries(store)
-    return Attribution(load_bindings(store.claude_dir), summaries)
+    return Attribution(load_bindings(store.claude_dir), reports.load_summaries(store).summaries)
 
 
 def unattributed(entries: dict[str, Entry], bookings: Bookings, rule: Attribution) -> list[Entry]:
