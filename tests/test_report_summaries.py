@@ -17,7 +17,7 @@ import pytest
 
 from conftest import run_cli_in_process
 from fixtures.report_sessions import NOW, built  # noqa: F401 (a fixture)
-from session_manager import reports
+from session_manager import analytics, forked, reports
 from session_manager.errors import CorruptState
 from session_manager.levels import LEVELS
 from session_manager.service import Service
@@ -62,6 +62,8 @@ ODD: dict[str, Callable[[dict[str, Any]], Any]] = {
     # damage: the model refuses these, and so must the report (named in `unreadable`)
     "not_json": lambda d: b'{"session_id": "x", ',
     "nan": lambda d: json.dumps(_edit(d, lambda x: x.update(quality_overall=float("nan")))).encode(),
+    "nested_infinity": lambda d: json.dumps(_edit(d, lambda x: x["cost_tracking"]["cost_by_stage"].update(
+        research=float("inf")))).encode(),
     "huge_number": lambda d: json.dumps(d).replace('"total_cost": ', '"total_cost": 1e999, "x_": ', 1).encode(),
     "missing_started": lambda d: _edit(d, lambda x: x.pop("started_at")),
     "unknown_field": lambda d: _edit(d, lambda x: x.update(colour="blue")),
@@ -75,7 +77,7 @@ ODD: dict[str, Callable[[dict[str, Any]], Any]] = {
     "a_list": lambda d: b"[1, 2, 3]",
     "not_utf8": lambda d: b'{"session_id": "\xff"}',
 }
-DAMAGED = {"not_json", "nan", "huge_number", "missing_started", "unknown_field", "unknown_stage_field",
+DAMAGED = {"not_json", "nan", "nested_infinity", "huge_number", "missing_started", "unknown_field", "unknown_stage_field",
            "negative_revision", "negative_task_minutes", "unknown_current_stage", "bad_status", "future_schema",
            "a_list", "not_utf8"}
 
@@ -237,8 +239,7 @@ def test_the_forked_reader_gives_what_one_process_reads(history, monkeypatch: py
     monkeypatch.setattr(reports, "PARALLEL_FROM", 2)
     if threading.active_count() > 1:
         pytest.skip("this test process runs other threads: the reader never forks then")
-    forked = reports._read_many(store, jobs, low, high)
-    assert forked == alone
+    assert reports._read_many(store, jobs, low, high) == alone
     assert any(isinstance(value, tuple) for _sid, _key, value in alone)  # stubs travel back as stubs
     assert any(value is None for _sid, _key, value in alone)  # so do unreadable ones
     assert any(isinstance(value, dict) for _sid, _key, value in alone)
@@ -261,16 +262,19 @@ def test_a_forked_cold_read_fills_the_cache_as_one_process_does(history, monkeyp
         for suffix in ("", "-wal", "-shm"):
             Path(f"{cache}{suffix}").unlink(missing_ok=True)
         summaries, unreadable, outside = reports.load_summaries(store, None, low, high)
+        writing = bool(forked._BEHIND)  # the forked reader writes every row while the report is built
+        forked.settle()
+        assert writing == (reports.PARALLEL_FROM == 2)
         with sqlite3.connect(cache) as conn:
             rows = conn.execute("SELECT * FROM summaries ORDER BY id").fetchall()
         return summaries, unreadable, rows, sorted(outside, key=str)
 
     alone = cold()
-    if threading.active_count() > 1:
-        pytest.skip("this test process runs other threads: the reader never forks then")
+    if not forked.available():
+        pytest.skip("this test process cannot fork a second reader (threads, or one core)")
     monkeypatch.setattr(reports, "PARALLEL_FROM", 2)
-    forked = cold()
-    assert forked == alone  # the same summaries, unreadable ones in the same order, the same cache rows
+    two = cold()
+    assert two == alone  # the same summaries, unreadable ones in the same order, the same cache rows
     assert {"dev_20261119_gone", "dev_20261119_folder"} <= set(alone[1])
     assert len(alone[2]) == len(_all_sessions(root)) - len(alone[1])  # a row for every readable session
     assert any(row[6] == b"" for row in alone[2]) and any(row[6] for row in alone[2])  # stubs and summaries
@@ -334,3 +338,19 @@ def test_a_schema_part_the_voucher_does_not_know_makes_it_use_the_models_validat
         reports.full_summary(store, ids["dev"], topic)
     damaged = store.session_dir(ids["unknown_current_stage"])
     assert reports.fast_summary((damaged / STATE_FILE).read_bytes(), topic) is None
+
+
+def test_analytics_from_a_forked_child_equal_those_built_here(history, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large window's analytics are built by a forked child while the report's other sections are
+    built here; they come back as the model's JSON and must equal those built in this process."""
+    root, _ids = history
+    here = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    if not forked.available():
+        pytest.skip("this process cannot fork a second worker (threads, or one core)")
+    monkeypatch.setattr(analytics, "BESIDE_FROM", 1)
+    started: list[object] = []
+    real_start = forked.Forked.start
+    monkeypatch.setattr(forked.Forked, "start", lambda job: started.append(real_start(job)) or started[-1])
+    beside = run_cli_in_process(root, "report", "month", *WIDE, "--json")
+    assert started and started[0] is not None  # a child did build them
+    assert _without_clock(beside.out) == _without_clock(here.out)

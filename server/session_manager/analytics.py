@@ -813,8 +813,36 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     return a
 
 
+BESIDE_FROM = 2000  # sessions in the window before analysing them in a forked child is worth its fork
+
+
+def analyse_beside(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime,
+                   level: str | None, now: datetime, recurring: list[Any], positions: Mapping[str, int],
+                   config: Config | None, outside: Iterable[tuple[float, float, float | None]],
+                   day_of: Callable[[float], str] = _day) -> Callable[[], Analytics]:
+    """`analyse` of these arguments, started in a forked child (`forked.Forked`) when the window is
+    large and this process can fork, so the caller builds the rest of its report meanwhile on the
+    other core; call the result for the analytics. They come back as the model's JSON (exact for
+    every figure); when the child cannot run or fails, they are computed here, the same way."""
+    from session_manager import forked
+
+    def here() -> Analytics:
+        return analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
+
+    child = forked.Forked.start(lambda channel: channel.answer(here().model_dump_json().encode())) \
+        if len(chosen) >= BESIDE_FROM else None
+
+    def result() -> Analytics:
+        answer = child.answer() if child is not None else None
+        if child is not None:
+            child.wait()
+        return Analytics.model_validate_json(answer) if answer is not None else here()
+
+    return result
+
+
 def _gated(config: Config) -> set[str]:
     return {st.name for lv in ("dev", "production", "platform", "coded") for st in config.pipeline(lv) if st.quality_gate}
 
 
-__all__ = ["Analytics", "Finding", "analyse", "forecast", "summary_fields"]
+__all__ = ["Analytics", "Finding", "analyse", "analyse_beside", "forecast", "summary_fields"]

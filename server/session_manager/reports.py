@@ -35,18 +35,17 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, ParamSpec, TypeVar
+from typing import IO, Any, NamedTuple, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
-from session_manager.analytics import Analytics, analyse
+from session_manager.analytics import Analytics, analyse_beside
 from session_manager.config import Config
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
 from session_manager.model import SCHEMA_VERSION, SessionStatus, Timestamp
 from session_manager.store import STATE_FILE, Store, atomic_write
 
-from orjson import OPT_APPEND_NEWLINE
 from orjson import dumps as _dumps  # a declared dependency
 from orjson import loads as _loads
 
@@ -211,11 +210,12 @@ def _vouched(raw: bytes | None) -> dict[str, Any] | None:
     path gives, else None. It vouches only for a current-schema file that the model's own schema
     accepts *strictly*: pydantic-core parses and validates the bytes in Rust with no coercion, so
     every value already has the type the model would give it and the model's dump would not change
-    it (`_voucher`); a NaN or an infinity is left to the model's path. The result is that validation's output, plain
+    it (`_voucher`); a NaN or an infinity is refused (the model's `allow_inf_nan=False`, and no field
+    takes any value). The result is that validation's output, plain
     dicts, lists and scalars with `datetime` times: the file is parsed once. A cold report over
     50,000 sessions spends most of its time here; this costs about half of building the model."""
-    if raw is None or b"NaN" in raw or b"Infinity" in raw:
-        return None  # pydantic-core's parser reads these tokens; the model's path judges them
+    if raw is None:
+        return None
     try:
         data = _voucher()(raw)
         if data.get("schema_version") != SCHEMA_VERSION:
@@ -289,6 +289,8 @@ def _plain(schema: Any) -> Any:
         if "ref" in schema:
             plain["ref"] = schema["ref"]
         return plain
+    if kind == "any":  # would let a NaN or an infinity through, which the model's path refuses
+        raise _Unplain("any")
     if kind == "enum":  # from JSON an enum accepts exactly its values: the literal of them gives plain text
         if schema.get("sub_type") != "str" or schema.get("missing") or not schema.keys() <= {
                 "type", "cls", "members", "sub_type", "ref", "metadata"}:
@@ -497,68 +499,69 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
 Job = tuple[str, str, str, str]  # (session id, cache key, state file, folder)
 Read = tuple[str, str, Summary | Stub | None]  # (session id, cache key, what was read: None = unreadable)
 PARALLEL_FROM = 2000  # sessions to read before a second process is worth its fork
-SPLIT = 52  # percent of the jobs this process reads; the forked child reads the rest
+Row = tuple[str, str, float, float, int, float | None, Summary | None]  # a cache row; None: a stub
+SPLIT = 50  # percent of the jobs this process reads; the forked child reads the rest
 
 
 def _read_many(store: Store, jobs: list[Job], low: float, high: float,
                cache: SummaryCache | None = None) -> list[Read]:
-    """`_read_summary` of every job, each also put in `cache` when one is given. With many to read
-    (a cold cache: the first report after an upgrade, a fresh clone) and more than one core, a
-    forked child reads the last 48% while this process reads the rest (`SPLIT`); its results come back
-    through a temporary file as JSON, and it writes its share's cache rows itself through its own
-    connection (this process closes its connection before the fork and opens it again after: a
-    sqlite connection must not cross a fork). Only from a process with no other threads (the CLI;
-    never the MCP server, where forking could copy a lock another thread holds); if the child
-    fails, this process reads its half too."""
-    import threading
+    """`_read_summary` of every job, each also kept in `cache` when one is given. With many to read
+    (a cold cache: the first report after an upgrade, a fresh clone) and a second core, a forked
+    child (`forked.Forked`) reads the last part while this process reads the rest (`SPLIT`). It
+    answers with what it read (marshal: the same interpreter on both sides), is sent what this
+    process read, and writes every cache row through its own connection while this process goes
+    on to build the report (`forked.settle` waits for it). The cache's connection is closed across
+    the fork (a sqlite connection must not cross one). If the child fails, this process reads its
+    part and keeps every row itself."""
+    import marshal
 
-    def keep(reads: list[Read]) -> list[Read]:
-        if cache is not None:
-            for read in reads:
-                cache.keep(read)
-        return reads
+    from session_manager import forked
 
-    if len(jobs) < PARALLEL_FROM or (os.cpu_count() or 1) < 2 or threading.active_count() > 1:
-        return keep(_read_jobs(store, jobs, low, high))
-    import tempfile
-
-    half = len(jobs) * SPLIT // 100  # this process also merges what the child read: it takes a bit more
-    cached = cache is not None and cache.suspend()  # flushed and closed: reopened after the fork
-    with tempfile.TemporaryFile() as out:
-        try:
-            pid = os.fork()
-        except OSError:  # no room for a second process: read everything here
-            if cache is not None:
-                cache.resume()
-            return keep(_read_jobs(store, jobs, low, high))
-        if pid == 0:  # the child: read, write, leave without running anything of the parent's
-            code = 1
-            try:
-                with SummaryCache(store, enabled=cached) as own:
-                    for read in _read_jobs(store, jobs[half:], low, high):
+    child: forked.Forked | None = None
+    half = len(jobs) * SPLIT // 100
+    if len(jobs) >= PARALLEL_FROM and forked.available():
+        def job(channel: forked.Channel) -> None:
+            reads = _read_jobs(store, jobs[half:], low, high)
+            channel.answer(marshal.dumps(reads))
+            mine = channel.receive()
+            if mine is not None:
+                os.nice(10)  # the report being built comes first: the rows are for the next one
+                with SummaryCache(store) as own:
+                    for read in [*marshal.loads(mine), *reads]:  # the parent's first: the order of the jobs
                         own.keep(read)
-                        out.write(_dumps(read, option=OPT_APPEND_NEWLINE))  # one line each: read back one by one
-                out.flush()
-                code = 0
-            finally:
-                os._exit(code)
-        if cache is not None:
+
+        reopen = cache is not None and cache.suspend()
+        child = forked.Forked.start(job)
+        if reopen and cache is not None:
             cache.resume()
-        mine = keep(_read_jobs(store, jobs[:half], low, high))
-        _, status = os.waitpid(pid, 0)
-        theirs: list[Read] | None = None
-        if os.waitstatus_to_exitcode(status) == 0:
-            out.seek(0)
-            try:
-                theirs = []
-                for line in out:
-                    sid, key, value = _loads(line)
-                    theirs.append((sid, key, tuple(value) if isinstance(value, list) else value))
-                if len(theirs) != len(jobs) - half:
-                    theirs = None
-            except (ValueError, TypeError):
-                theirs = None
-    return mine + (theirs if theirs is not None else keep(_read_jobs(store, jobs[half:], low, high)))
+    if child is None:
+        reads = _read_jobs(store, jobs, low, high)
+    else:
+        reads = _read_jobs(store, jobs[:half], low, high)
+        writes = cache is not None and cache.conn is not None
+        child.send(marshal.dumps(reads) if writes else None)  # sent while the child may still be reading
+        theirs = _their_reads(child, len(jobs) - half)
+        if theirs is not None and writes:  # the child writes every row: nothing left to keep here
+            forked.behind(child)
+            return reads + theirs
+        child.wait()
+        reads += theirs if theirs is not None else _read_jobs(store, jobs[half:], low, high)
+    if cache is not None:
+        for read in reads:
+            cache.keep(read)
+    return reads
+
+
+def _their_reads(child: Any, count: int) -> list[Read] | None:
+    """The `count` reads a forked reader answered with, or None if it failed or answered something else."""
+    import marshal
+
+    answer = child.answer()
+    try:
+        theirs = marshal.loads(answer) if answer is not None else None
+    except (ValueError, EOFError, TypeError):
+        return None
+    return theirs if isinstance(theirs, list) and len(theirs) == count else None
 
 
 def _read_jobs(store: Store, jobs: list[Job], low: float, high: float) -> list[Read]:
@@ -626,20 +629,24 @@ class SummaryCache:
     `pipeline_status.json`'s mtime (ns), size and inode. Every run stats every state file and
     re-reads any whose key changed (an atomic write always makes a new inode), so a stale
     summary is never believed. A cache that cannot be opened or read is thrown away and rebuilt;
-    a read-only project gets its report without one."""
+    a read-only project gets its report without one.
 
-    def __init__(self, store: Store, enabled: bool = True) -> None:
+    Rows are written when the cache is closed, or, after a cold read with a second core, by the
+    forked reader while this process builds the report (`_read_many`); `forked.settle` waits for
+    that, as does the next `SummaryCache` opened in this process."""
+
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.enabled = enabled  # False: no cache (the forked reader of a process that has none)
         self.suspended = False
         self.conn: Any = None
-        self.writes: list[tuple[str, str, float, float, int, float | None, bytes]] = []
+        self.writes: list[Row] = []
 
     def __enter__(self) -> SummaryCache:
         import sqlite3
 
-        if not self.enabled:
-            return self
+        from session_manager import forked
+
+        forked.settle()  # rows an earlier report is still writing land first
         try:
             path = self.store.private_file(CACHE_FILE)
         except (OSError, SessionError):
@@ -742,15 +749,11 @@ class SummaryCache:
     def put_stub(self, session_id: str, key: str, stub: Stub) -> None:
         """A session vouched for but not summarised (outside the window): its columns, no data."""
         started, touched, active, overall = stub
-        self.writes.append((session_id, key, started, touched, int(active), overall, b""))
-        if len(self.writes) >= 500:
-            self._flush()
+        self.writes.append((session_id, key, started, touched, int(active), overall, None))
 
     def put(self, session_id: str, key: str, summary: Summary) -> None:
         self.writes.append((session_id, key, summary["started"], _last_touch(summary),
-                            int(summary["status"] in ACTIVE_STATUSES), summary["overall"], _dumps(summary)))
-        if len(self.writes) >= 500:
-            self._flush()
+                            int(summary["status"] in ACTIVE_STATUSES), summary["overall"], summary))
 
     def drop(self, ids: list[str]) -> None:
         if ids:
@@ -762,7 +765,8 @@ class SummaryCache:
         if writes:
             def run() -> None:
                 self.conn.execute("BEGIN")
-                self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?,?)", writes)
+                self.conn.executemany("INSERT OR REPLACE INTO summaries VALUES (?,?,?,?,?,?,?)",
+                                      [(*row[:6], b"" if row[6] is None else _dumps(row[6])) for row in writes])
                 self.conn.execute("COMMIT")
 
             self._guarded(run, None)
@@ -976,6 +980,10 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
     def inside(epoch: float | None) -> bool:
         return epoch is not None and low <= epoch < high
 
+    positions = stage_positions(chosen)
+    recurring, error_total = _recurring(chosen, inside)
+    analytics = analyse_beside(summaries, chosen, since, until, level, now, recurring, positions, config,
+                               loaded.outside, _day_cache())  # on the other core while this goes on
     # one pass over the window's sessions gathers what the sections below need, in the window's order
     status: Counter[str] = Counter()
     started = troubled = recovered = 0
@@ -986,7 +994,6 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
     ratios: list[float] = []
     by_stage: dict[str, list[float]] = defaultdict(list)
     stage_targets: dict[str, list[float]] = defaultdict(list)
-    positions: dict[str, int] = {}  # `stage_positions`
     seconds: dict[str, list[float]] = defaultdict(list)
     gates: dict[str, list[int]] = defaultdict(list)
     bypassed: list[tuple[str, str, str | None, float | None]] = []
@@ -1018,9 +1025,6 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
                     stage_targets[stage].append(share)
         for stage, usd in s["by_stage"].items():
             by_stage[stage].append(usd)
-        for index, stage in enumerate(names):
-            if index < positions.get(stage, 10_000):
-                positions[stage] = index
         for stage, value in s["durations"].items():
             seconds[stage].append(value)
         for stage, failures in s["gates"].items():
@@ -1064,7 +1068,6 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
     gate_failures = sorted((GateFailures(stage=stage, failures=sum(v), sessions=len(v)) for stage, v in gates.items()),
                            key=lambda g: (-g.failures, g.stage))
 
-    recurring, error_total = _recurring(chosen, inside)
     bypassed.sort(key=lambda b: (-(b[3] or 0), b[0]))  # the latest first
     bypasses = [Bypass(session_id=sid, stage=stage, reason=reason, at=datetime.fromtimestamp(at, UTC) if at else None)
                 for sid, stage, reason, at in bypassed[:LIST_LIMIT]]
@@ -1079,15 +1082,14 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
                   errors=error_total, bypasses=bypasses, bypass_count=len(bypassed), alerts=alerts,
                   alert_counts=alert_counts,
                   trend=trend(chosen, since, until, inside), unreadable=loaded.unreadable,
-                  analytics=analyse(summaries, chosen, since, until, level, now, recurring, positions, config, loaded.outside,
-                                    _day_cache()))
+                  analytics=analytics())
 
 
 def stage_positions(summaries: list[Summary]) -> dict[str, int]:
     """Each stage's earliest position in any pipeline, so tables follow pipeline order."""
     positions: dict[str, int] = {}
-    for s in summaries:
-        for index, stage in enumerate(s["stages"]):
+    for stages in {tuple(s["stages"]) for s in summaries}:  # a few pipelines, many sessions
+        for index, stage in enumerate(stages):
             if index < positions.get(stage, 10_000):
                 positions[stage] = index
     return positions
