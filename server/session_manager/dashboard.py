@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from session_manager.formatting import money, when
 from session_manager.model import Timestamp
 from session_manager import reports
-from session_manager.analytics import analyse
+from session_manager.analytics import analyse_beside
 from session_manager.config import Config
 from session_manager.reports import Loaded, Summary, _recurring, in_window, stage_positions, trend
 
@@ -102,6 +102,9 @@ def build(loaded: Loaded, days: int, level: str | None, now: datetime, quality_t
         session_id=s["id"], level=s["level"], status=s["status"], topic=s["topic"], stage=s["current"],
         stage_status=s["current_status"], progress_percent=s["progress"], cost_usd=s["cost"], budget_usd=s["budget"],
         started_at=datetime.fromtimestamp(s["started"], UTC), alerts=len(s["alerts"])) for s in running[:50]]
+    order = stage_positions(chosen)
+    analysed = analyse_beside(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config,
+                              loaded.outside)  # on the other core while the figures below are gathered
     finished = [s for s in chosen if reports.finished(s) and inside(s["completed"])]
     overall = [s["overall"] for s in chosen if s["overall"] is not None]
     points = trend(chosen, since, now, inside)
@@ -116,7 +119,6 @@ def build(loaded: Loaded, days: int, level: str | None, now: datetime, quality_t
     quality = {metric: [MetricPoint(day=day, value=round(statistics.fmean(v), 4)) for day, v in sorted(by_day.items())]
                for metric, by_day in sorted(per_metric.items())}
 
-    order = stage_positions(chosen)
     seconds: dict[str, list[float]] = defaultdict(list)
     gates: dict[str, int] = defaultdict(int)
     errors: dict[str, int] = defaultdict(int)
@@ -138,8 +140,7 @@ def build(loaded: Loaded, days: int, level: str | None, now: datetime, quality_t
     for s in chosen:
         if s.get("score") is not None:
             scores[datetime.fromtimestamp(s["started"], UTC).astimezone().strftime("%Y-%m-%d")].append(s["score"])
-    found = analyse(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config,
-                    loaded.outside)
+    found = analysed()
     f = found.forecast
     return Dashboard(
         score_per_day=[MetricPoint(day=d, value=round(statistics.fmean(v), 1)) for d, v in sorted(scores.items())],

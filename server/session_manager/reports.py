@@ -254,7 +254,7 @@ def _voucher() -> Callable[[bytes], dict[str, Any]]:
 
         try:
             validator = SchemaValidator(_plain(SessionState.__pydantic_core_schema__))
-            _VOUCHER.append(lambda raw: validator.validate_json(raw, strict=True))  # type: ignore[no-any-return]
+            _VOUCHER.append(lambda raw: validator.validate_json(raw, strict=True))
         except _Unplain:
             _VOUCHER.append(lambda raw: SessionState.model_validate_json(raw, strict=True).model_dump(mode="json"))
     return _VOUCHER[0]
