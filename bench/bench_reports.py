@@ -199,9 +199,13 @@ def main() -> None:
         print(line(f"warm, {args.baseline}", warm_before))
         print(f"ours / {args.baseline}: cold {statistics.median(r[0] for r in cold) / statistics.median(r[0] for r in cold_before):.2f}x,"
               f" warm {statistics.median(r[0] for r in warm) / statistics.median(r[0] for r in warm_before):.2f}x")
-    digests = {r[5] for r in cold + warm + cold_before + warm_before}
+    digests = {r[5] for r in cold + warm}
     print(f"report JSON: {'the same in every run' if len(digests) == 1 else 'DIFFERENT: ' + ', '.join(sorted(digests))}"
-          f" ({len(cold + warm + cold_before + warm_before)} runs{', ours and ' + args.baseline if baseline else ''})")
+          f" ({len(cold + warm)} runs, cold and warm)")
+    if baseline:
+        theirs = {r[5] for r in cold_before + warm_before}
+        print(f"{args.baseline}'s report JSON: " + ("the same as ours" if theirs == digests else
+              f"{', '.join(sorted(theirs))}, not ours (a fix since changed a figure; compare the two --json outputs)"))
     print(f"{'CLI `report month --json` (warm)':<34} {statistics.median(cli):7.3f} s   (whole process, imports included)")
     print(f"cache file: {cache.stat().st_size / 1e6:.1f} MB")
     print(json.dumps({"sessions": args.sessions, "cold_s": statistics.median(r[0] for r in cold),

@@ -354,3 +354,37 @@ def test_analytics_from_a_forked_child_equal_those_built_here(history, monkeypat
     beside = run_cli_in_process(root, "report", "month", *WIDE, "--json")
     assert started and started[0] is not None  # a child did build them
     assert _without_clock(beside.out) == _without_clock(here.out)
+
+
+FORCED_FORKS = """
+import resource, sys
+from session_manager import analytics, reports
+from session_manager.cli import main
+reports.PARALLEL_FROM = 2  # a second reader and writer even for a few sessions
+analytics.BESIDE_FROM = 1  # and the analytics beside
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # no file may grow past this
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="needs fork and two cores")
+def test_a_file_size_limit_leaves_the_forked_report_whole_and_untraced(history, tmp_path: Path) -> None:
+    """With files capped at 4 KB the forked workers cannot hand back what they made (their
+    temporary files fail) and the cache cannot grow: the report is still whole and the same, with
+    no traceback, computed here instead."""
+    import subprocess
+    import sys
+
+    root, _ids = history
+    args = ["report", "month", *WIDE, "--json"]
+    free = subprocess.run([sys.executable, "-c", FORCED_FORKS, "0", *args], cwd=root, capture_output=True, text=True)
+    cache = root / ".claude" / ".session-manager" / reports.CACHE_FILE
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
+    capped = subprocess.run([sys.executable, "-c", FORCED_FORKS, "4096", *args], cwd=root, capture_output=True,
+                            text=True)
+    assert free.returncode == 0 and capped.returncode == 0, capped.stderr
+    assert "Traceback" not in capped.stderr
+    assert _without_clock(capped.stdout) == _without_clock(free.stdout)

@@ -74,7 +74,10 @@ class Forked:
         and the caller does the job itself."""
         if not available():
             return None
-        forked = cls()
+        try:
+            forked = cls()
+        except OSError:  # no temporary file or pipe to be had (a full disk, no descriptors left)
+            return None
         try:
             forked.pid = os.fork()
         except OSError:  # no room for a second process
@@ -103,14 +106,21 @@ class Forked:
         self.answer_file.seek(0)
         return self.answer_file.read()
 
-    def send(self, data: bytes | None) -> None:
-        """The one message the child `receive`s; None sends nothing (the child hears None)."""
+    def send(self, data: bytes | None) -> bool:
+        """The one message the child `receive`s; None sends nothing (the child hears None). False
+        when it could not be written (a full disk, a file size limit): the child hears None then."""
+        sent = False
         if data is not None:
-            self.message_file.write(data)
-            self.message_file.flush()
-            os.write(self.down, _SIGNAL)
+            try:
+                self.message_file.write(data)
+                self.message_file.flush()
+                os.write(self.down, _SIGNAL)
+                sent = True
+            except OSError:
+                pass
         os.close(self.down)
         self.down = -1
+        return sent
 
     def wait(self) -> bool:
         """Wait for the child to end; True if its job finished."""

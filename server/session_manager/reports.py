@@ -539,7 +539,7 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
     else:
         reads = _read_jobs(store, jobs[:half], low, high)
         writes = cache is not None and cache.conn is not None
-        child.send(marshal.dumps(reads) if writes else None)  # sent while the child may still be reading
+        writes = child.send(marshal.dumps(reads) if writes else None)  # sent while the child may still be reading
         theirs = _their_reads(child, len(jobs) - half)
         if theirs is not None and writes:  # the child writes every row: nothing left to keep here
             forked.behind(child)
