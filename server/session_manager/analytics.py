@@ -705,6 +705,27 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
     """Everything in `Analytics` for the sessions `chosen` (those in the window); `summaries` (the
     window's and the active ones) and `outside` (started, last touched and overall quality of the
     other sessions read, of `level`) for the previous window and the forecast."""
+    a = _analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
+    a.forecast = episode_forecast(summaries, chosen, since, until, level, now, config)
+    return a
+
+
+def episode_forecast(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime,
+                     level: str | None, now: datetime, config: Config | None) -> ForecastView:
+    """`forecast` at the mean cost of the production episodes finished in the window (of every
+    finished one when none finished in it)."""
+    low, high = since.timestamp(), until.timestamp()
+    costs = [s["cost"] for s in chosen if s["level"] == "production" and _finished(s)
+             and s["completed"] is not None and low <= s["completed"] < high]
+    costs = costs or [s["cost"] for s in summaries if _finished(s) and s["level"] == "production"]
+    return forecast(summaries, now, level, (config or Config()).forecast.monthly_budget_usd,
+                    statistics.fmean(costs) if costs else None)
+
+
+def _analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
+             now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None,
+             outside: Iterable[tuple[float, float, float | None]], day_of: Callable[[float], str]) -> Analytics:
+    """`analyse` but the forecast."""
     config = config or Config()
     rules = config.patterns
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
@@ -806,10 +827,6 @@ def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, un
                 *_blocker_findings(chosen, rules), *_error_findings(recurring, rules)]
     a.findings = findings[:FINDINGS_LIMIT]
     a.optimisation = [f for f in findings if f.category == "cost"]
-    episode_costs = [s["cost"] for s in episodes] or [s["cost"] for s in summaries if _finished(s)
-                                                       and s["level"] == "production"]
-    a.forecast = forecast(summaries, now, level, config.forecast.monthly_budget_usd,
-                          statistics.fmean(episode_costs) if episode_costs else None)
     return a
 
 
@@ -822,21 +839,25 @@ def analyse_beside(summaries: list[Summary], chosen: list[Summary], since: datet
                    day_of: Callable[[float], str] = _day) -> Callable[[], Analytics]:
     """`analyse` of these arguments, started in a forked child (`forked.Forked`) when the window is
     large and this process can fork, so the caller builds the rest of its report meanwhile on the
-    other core; call the result for the analytics. They come back as the model's JSON (exact for
+    other core; call the result for the analytics (the forecast is made here while the child
+    works, so both finish at about the same time). They come back as the model's JSON (exact for
     every figure); when the child cannot run or fails, they are computed here, the same way."""
     from session_manager import forked
 
     def here() -> Analytics:
-        return analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
+        return _analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
 
     child = forked.Forked.start(lambda channel: channel.answer(here().model_dump_json().encode())) \
         if len(chosen) >= BESIDE_FROM else None
 
     def result() -> Analytics:
+        ahead = episode_forecast(summaries, chosen, since, until, level, now, config)
         answer = child.answer() if child is not None else None
         if child is not None:
             child.wait()
-        return Analytics.model_validate_json(answer) if answer is not None else here()
+        a = Analytics.model_validate_json(answer) if answer is not None else here()
+        a.forecast = ahead
+        return a
 
     return result
 
