@@ -81,3 +81,28 @@ def test_no_fork_while_another_thread_runs() -> None:
     finally:
         stop.set()
         thread.join()
+
+
+def test_a_second_ctrl_c_while_the_process_ends_stops_the_wait_quietly() -> None:
+    import signal
+
+    def job(channel: forked.Channel) -> None:
+        channel.answer(b"")
+        time.sleep(1)
+
+    child = forked.Forked.start(job)
+    assert child is not None and child.answer() == b""
+    forked.behind(child)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    began = time.monotonic()
+    try:
+        forked._settle_at_exit()  # what runs at exit: interrupted, it returns instead of raising
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - began < 0.8
+    assert child.wait()  # the child itself finishes on its own, and is waited for here

@@ -126,10 +126,10 @@ class Forked:
         """Wait for the child to end; True if its job finished."""
         if self.ended:
             return False
-        self.ended = True
         if self.down >= 0:
             self.send(None)
         _, status = os.waitpid(self.pid, 0)
+        self.ended = True
         self._close()
         return os.waitstatus_to_exitcode(status) == 0
 
@@ -149,7 +149,7 @@ _EXIT: list[bool] = []  # settle registered to run at exit
 def behind(forked: Forked) -> None:
     """Let `forked` finish on its own; `settle` (at the latest when the process ends) waits for it."""
     if not _EXIT:
-        atexit.register(settle)
+        atexit.register(_settle_at_exit)
         _EXIT.append(True)
     _BEHIND.append(forked)
 
@@ -158,3 +158,12 @@ def settle() -> None:
     """Wait for every child left `behind`."""
     while _BEHIND:
         _BEHIND.pop().wait()
+
+
+def _settle_at_exit() -> None:
+    """`settle` as the process ends; a second Ctrl-C there stops the wait quietly (the children
+    finish on their own) instead of printing a traceback."""
+    try:
+        settle()
+    except KeyboardInterrupt:
+        pass
