@@ -356,34 +356,38 @@ def test_analytics_from_a_forked_child_equal_those_built_here(history, monkeypat
     assert _without_clock(beside.out) == _without_clock(here.out)
 
 
-FORCED_FORKS = """
+CAPPED = """
 import resource, sys
 from session_manager import analytics, reports
 from session_manager.cli import main
-reports.PARALLEL_FROM = 2  # a second reader and writer even for a few sessions
-analytics.BESIDE_FROM = 1  # and the analytics beside
+if sys.argv[2] == "forks":
+    reports.PARALLEL_FROM = 2  # a second reader and writer even for a few sessions
+    analytics.BESIDE_FROM = 1  # and the analytics beside
 limit = int(sys.argv[1])
 if limit:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # no file may grow past this
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork") or (os.cpu_count() or 1) < 2, reason="needs fork and two cores")
-def test_a_file_size_limit_leaves_the_forked_report_whole_and_untraced(history, tmp_path: Path) -> None:
-    """With files capped at 4 KB the forked workers cannot hand back what they made (their
-    temporary files fail) and the cache cannot grow: the report is still whole and the same, with
-    no traceback, computed here instead."""
+@pytest.mark.parametrize("limit", [4096, 65536])
+@pytest.mark.parametrize("mode", ["forks", "one process"])
+def test_a_file_size_limit_leaves_the_report_whole_and_untraced(history, tmp_path: Path, limit: int,
+                                                                 mode: str) -> None:
+    """With files capped (at 4 KB nothing fits; at 64 KB the cache opens and then cannot grow) the
+    cache writes fail and forked workers cannot hand back what they made: the report is still
+    whole and the same, with no traceback, computed in the one process where need be."""
     import subprocess
     import sys
 
     root, _ids = history
     args = ["report", "month", *WIDE, "--json"]
-    free = subprocess.run([sys.executable, "-c", FORCED_FORKS, "0", *args], cwd=root, capture_output=True, text=True)
+    free = subprocess.run([sys.executable, "-c", CAPPED, "0", mode, *args], cwd=root, capture_output=True, text=True)
     cache = root / ".claude" / ".session-manager" / reports.CACHE_FILE
     for suffix in ("", "-wal", "-shm"):
         Path(f"{cache}{suffix}").unlink(missing_ok=True)
-    capped = subprocess.run([sys.executable, "-c", FORCED_FORKS, "4096", *args], cwd=root, capture_output=True,
+    capped = subprocess.run([sys.executable, "-c", CAPPED, str(limit), mode, *args], cwd=root, capture_output=True,
                             text=True)
     assert free.returncode == 0 and capped.returncode == 0, capped.stderr
     assert "Traceback" not in capped.stderr

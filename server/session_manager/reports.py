@@ -677,6 +677,7 @@ class SummaryCache:
     def __exit__(self, *exc: object) -> None:
         if self.conn is not None:
             self._flush()
+        if self.conn is not None:  # a write that failed (a full disk) closed it already
             self.conn.close()
             self.conn = None
 
