@@ -89,12 +89,12 @@ def _opt_num(value: Any) -> float | None:
 
 
 def summarize(data: dict[str, Any], topic: str | None) -> Summary:
-    """The compact facts a report needs from one session (JSON-ready), taken from the JSON of
-    its `pipeline_status.json` (or the fast reader's plain data). The topic (from `metadata.json`)
-    is kept for an active session only: the dashboard lists it for the running ones. It reads the JSON directly rather than through the pydantic model:
-    a cold report over 10,000 sessions spends most of its time here, and validating every field
-    costs four times as much. Anything not shaped as written by this tool raises
-    KeyError/TypeError/ValueError, and the caller then asks the model to name the problem."""
+    """The compact facts a report needs from one session (JSON-ready), taken from the JSON of its
+    `pipeline_status.json` or from the fast reader's plain data (`_vouched`), not through the
+    pydantic model: a cold report spends much of its time here. The topic (from `metadata.json`)
+    is kept for an active session only: the dashboard lists it for the running ones. Anything not
+    shaped as written by this tool raises KeyError/TypeError/ValueError, and the caller then asks
+    the model to name the problem."""
     stages: dict[str, dict[str, Any]] = data["stages"]
     costs = data["cost_tracking"]
     if data["status"] not in SESSION_STATUSES or data["level"] not in LEVELS:
