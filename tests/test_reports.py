@@ -195,6 +195,32 @@ def test_report_cache_is_used_and_never_believed_when_stale(built, tmp_path: Pat
     assert service.report(period="week").cost.total_usd == pytest.approx(9.25)
 
 
+@pytest.mark.parametrize("stages", [[["research"], {"x": 1}], "research", [1, 2]])
+def test_a_cached_summary_with_odd_stages_is_read_again(built, tmp_path: Path, stages: object) -> None:
+    """A warm read shares one list of stages per pipeline among the summaries; a cached row whose
+    stages are not a list of names is not shared or believed: the session is read again."""
+    source, ids = built
+    root = tmp_path / "copy"
+    shutil.copytree(source, root, symlinks=True)
+    service = Service(root, actor="test", clock=lambda: NOW)
+    before = service.report(period="week").model_dump(exclude={"generated_at"})
+    import sqlite3
+
+    from session_manager import reports
+
+    cache = root / ".claude/.session-manager" / CACHE_FILE
+    with sqlite3.connect(cache) as conn:
+        data = json.loads(conn.execute("SELECT data FROM summaries WHERE id = ?", (ids["A"],)).fetchone()[0])
+        data["stages"] = stages
+        conn.execute("UPDATE summaries SET data = ? WHERE id = ?", (json.dumps(data).encode(), ids["A"]))
+    conn.close()
+    assert service.report(period="week").model_dump(exclude={"generated_at"}) == before
+    reports.load_summaries(service.store)  # every session summarised in the cache: the next read is all warm
+    warm = reports.load_summaries(service.store).summaries
+    production = [s for s in warm if s["level"] == "production"]
+    assert len(production) > 1 and all(s["stages"] is production[0]["stages"] for s in production)
+
+
 @pytest.mark.parametrize("damage", ["{ not json", '{"schema_version": 1, "status": "completed"}', "[]"])
 def test_a_damaged_session_is_named_not_fatal(built, tmp_path: Path, damage: str) -> None:
     source, ids = built

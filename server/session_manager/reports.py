@@ -730,6 +730,7 @@ class SummaryCache:
         found: list[Summary] = []
         bad: list[str] = []
         seen: set[str] = set()
+        pipelines: dict[tuple[str, ...], list[str]] = {}  # one list per pipeline (summaries only read it): 20 MB
         for offset in range(0, len(ids), 500):
             chunk = ids[offset:offset + 500]
             marks = ",".join("?" * len(chunk))
@@ -741,7 +742,7 @@ class SummaryCache:
                     summary = _loads(data) if data else None
                 except (ValueError, RecursionError):
                     summary = None
-                if isinstance(summary, dict) and _summary_shaped(summary):
+                if isinstance(summary, dict) and _summary_shaped(summary) and _share_pipeline(summary, pipelines):
                     found.append(summary)
                 else:
                     bad.append(session_id)
@@ -775,6 +776,16 @@ class SummaryCache:
 
 _SUMMARY_KEYS = frozenset({"id", "level", "status", "started", "updated", "cost", "by_stage", "stages", "quality",
                            "errors", "gates", "bypasses", "durations", "alerts", "claude_sessions", "pipeline_done"})
+
+
+def _share_pipeline(summary: Summary, pipelines: dict[tuple[str, ...], list[str]]) -> bool:
+    """Give `summary` the one list of its pipeline's stages that `pipelines` keeps (50,000 warm
+    summaries of a few pipelines held 50,000 copies); False when its stages are not a list of names."""
+    stages = summary["stages"]
+    if type(stages) is not list or not all(type(stage) is str for stage in stages):
+        return False
+    summary["stages"] = pipelines.setdefault(tuple(stages), stages)
+    return True
 
 
 def _summary_shaped(summary: dict[str, Any]) -> bool:
