@@ -39,7 +39,7 @@ from typing import IO, Any, NamedTuple, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field
 
-from session_manager.analytics import Analytics, analyse_beside
+from session_manager.analytics import Analytics, analyse_beside, summary_fields
 from session_manager.config import Config
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
@@ -141,14 +141,8 @@ def summarize(data: dict[str, Any], topic: str | None) -> Summary:
         "progress": _num(data.get("progress", {}).get("percent", 0.0)),
         "alerts": [[a["kind"], a["severity"], a["message"]] for a in data.get("alerts", [])],
         "claude_sessions": list(data.get("claude_sessions", [])), "pipeline_done": pipeline_done,
-        **_analytics_fields(data),  # tasks, score, learnings, blockers, stage scores and models
+        **summary_fields(data),  # tasks, score, learnings, blockers, stage scores and models
     }
-
-
-def _analytics_fields(data: dict[str, Any]) -> Summary:
-    from session_manager.analytics import summary_fields
-
-    return summary_fields(data)
 
 
 def finished(s: Summary) -> bool:
