@@ -834,18 +834,19 @@ BESIDE_FROM = 2000  # sessions in the window before analysing them in a forked c
 
 
 def analyse_beside(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime,
-                   level: str | None, now: datetime, recurring: list[Any], positions: Mapping[str, int],
+                   level: str | None, now: datetime, recurring: Callable[[], list[Any]], positions: Mapping[str, int],
                    config: Config | None, outside: Iterable[tuple[float, float, float | None]],
                    day_of: Callable[[float], str] = _day) -> Callable[[], Analytics]:
     """`analyse` of these arguments, started in a forked child (`forked.Forked`) when the window is
     large and this process can fork, so the caller builds the rest of its report meanwhile on the
     other core; call the result for the analytics (the forecast is made here while the child
     works, so both finish at about the same time). They come back as the model's JSON (exact for
-    every figure); when the child cannot run or fails, they are computed here, the same way."""
+    every figure); when the child cannot run or fails, they are computed here, the same way.
+    `recurring` gives the recurring errors: the child works them out itself, so it starts sooner."""
     from session_manager import forked
 
     def here() -> Analytics:
-        return _analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
+        return _analyse(summaries, chosen, since, until, level, now, recurring(), positions, config, outside, day_of)
 
     child = forked.Forked.start(lambda channel: channel.answer(here().model_dump_json().encode())) \
         if len(chosen) >= BESIDE_FROM else None

@@ -103,8 +103,8 @@ def build(loaded: Loaded, days: int, level: str | None, now: datetime, quality_t
         stage_status=s["current_status"], progress_percent=s["progress"], cost_usd=s["cost"], budget_usd=s["budget"],
         started_at=datetime.fromtimestamp(s["started"], UTC), alerts=len(s["alerts"])) for s in running[:50]]
     order = stage_positions(chosen)
-    analysed = analyse_beside(summaries, chosen, since, now, level, now, _recurring(chosen, inside)[0], order, config,
-                              loaded.outside)  # on the other core while the figures below are gathered
+    analysed = analyse_beside(summaries, chosen, since, now, level, now, lambda: _recurring(chosen, inside)[0], order,
+                              config, loaded.outside)  # on the other core while the figures below are gathered
     finished = [s for s in chosen if reports.finished(s) and inside(s["completed"])]
     overall = [s["overall"] for s in chosen if s["overall"] is not None]
     points = trend(chosen, since, now, inside)

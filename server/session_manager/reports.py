@@ -24,6 +24,7 @@ Definitions (also in docs/costs-and-reports.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -370,7 +371,6 @@ def _gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     earlier ones: every collection would walk all that is held, a third of a cold report's time.
     Reference counting still frees everything as usual; the collector resumes afterwards, with
     what was built counted as old (a young collection over 35,000 summaries took 0.2 s)."""
-    import functools
     import gc
 
     @functools.wraps(fn)
@@ -987,9 +987,10 @@ def build(loaded: Loaded, period: str, since: datetime, until: datetime, level: 
         return epoch is not None and low <= epoch < high
 
     positions = stage_positions(chosen)
-    recurring, error_total = _recurring(chosen, inside)
-    analytics = analyse_beside(summaries, chosen, since, until, level, now, recurring, positions, config,
-                               loaded.outside, _day_cache())  # on the other core while this goes on
+    recurring_of = functools.cache(lambda: _recurring(chosen, inside))
+    analytics = analyse_beside(summaries, chosen, since, until, level, now, lambda: recurring_of()[0], positions,
+                               config, loaded.outside, _day_cache())  # on the other core while this goes on
+    recurring, error_total = recurring_of()
     # one pass over the window's sessions gathers what the sections below need, in the window's order
     status: Counter[str] = Counter()
     started = troubled = recovered = 0
