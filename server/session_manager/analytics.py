@@ -698,18 +698,6 @@ class _Pass:
         self.bugs_fixed, self.bugs_introduced = bugs_fixed, bugs_introduced
 
 
-def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
-            now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None = None,
-            outside: Iterable[tuple[float, float, float | None]] = (),
-            day_of: Callable[[float], str] = _day) -> Analytics:
-    """Everything in `Analytics` for the sessions `chosen` (those in the window); `summaries` (the
-    window's and the active ones) and `outside` (started, last touched and overall quality of the
-    other sessions read, of `level`) for the previous window and the forecast."""
-    a = _analyse(summaries, chosen, since, until, level, now, recurring, positions, config, outside, day_of)
-    a.forecast = episode_forecast(summaries, chosen, since, until, level, now, config)
-    return a
-
-
 def episode_forecast(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime,
                      level: str | None, now: datetime, config: Config | None) -> ForecastView:
     """`forecast` at the mean cost of the production episodes finished in the window (of every
@@ -722,10 +710,13 @@ def episode_forecast(summaries: list[Summary], chosen: list[Summary], since: dat
                     statistics.fmean(costs) if costs else None)
 
 
-def _analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
-             now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None,
-             outside: Iterable[tuple[float, float, float | None]], day_of: Callable[[float], str]) -> Analytics:
-    """`analyse` but the forecast."""
+def analyse(summaries: list[Summary], chosen: list[Summary], since: datetime, until: datetime, level: str | None,
+            now: datetime, recurring: list[Any], positions: Mapping[str, int], config: Config | None,
+            outside: Iterable[tuple[float, float, float | None]], day_of: Callable[[float], str]) -> Analytics:
+    """Everything in `Analytics` but the forecast (`episode_forecast`) for the sessions `chosen`
+    (those in the window); `summaries` (the window's and the active ones) and `outside` (started,
+    last touched and overall quality of the other sessions read, of `level`) for the previous
+    window. `analyse_beside` runs it on the other core and adds the forecast."""
     config = config or Config()
     rules = config.patterns
     expected = {lv: {st.name: st.expected_minutes for st in config.pipeline(lv)}
@@ -846,7 +837,7 @@ def analyse_beside(summaries: list[Summary], chosen: list[Summary], since: datet
     from session_manager import forked
 
     def here() -> Analytics:
-        return _analyse(summaries, chosen, since, until, level, now, recurring(), positions, config, outside, day_of)
+        return analyse(summaries, chosen, since, until, level, now, recurring(), positions, config, outside, day_of)
 
     child = forked.Forked.start(lambda channel: channel.answer(here().model_dump_json().encode())) \
         if len(chosen) >= BESIDE_FROM else None
@@ -867,4 +858,4 @@ def _gated(config: Config) -> set[str]:
     return {st.name for lv in ("dev", "production", "platform", "coded") for st in config.pipeline(lv) if st.quality_gate}
 
 
-__all__ = ["Analytics", "Finding", "analyse", "analyse_beside", "forecast", "summary_fields"]
+__all__ = ["Analytics", "Finding", "analyse", "analyse_beside", "episode_forecast", "forecast", "summary_fields"]

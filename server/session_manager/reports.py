@@ -8,7 +8,9 @@ window are decoded and held in memory; the session files stay the truth. Filling
 cache) reads each state file once through a strict fast reader (`_vouched`: the model's own
 schema checked in Rust, the model's path only for what it cannot vouch for), summarises only
 the sessions the window needs (the others are cached as stubs until a window reaches them),
-and reads with two processes on two cores (`_read_many`).
+and reads with two processes on two cores (`_read_many`: the forked reader then writes the
+cache while the report is built, and the analytics are built beside the other sections by
+`analytics.analyse_beside`; see forked.py).
 
 Definitions (also in docs/costs-and-reports.md):
 * a session is *in* a window when it started before the window ends and was last touched
@@ -25,6 +27,7 @@ Definitions (also in docs/costs-and-reports.md):
 from __future__ import annotations
 
 import functools
+import marshal
 import math
 import os
 import re
@@ -41,6 +44,7 @@ from typing import IO, Any, NamedTuple, ParamSpec, TypeVar
 from pydantic import BaseModel, Field
 
 from session_manager.analytics import Analytics, analyse_beside, summary_fields
+from session_manager import forked
 from session_manager.config import Config
 from session_manager.errors import SessionError
 from session_manager.levels import LEVELS, Level, level_of
@@ -206,9 +210,9 @@ def _vouched(raw: bytes | None) -> dict[str, Any] | None:
     accepts *strictly*: pydantic-core parses and validates the bytes in Rust with no coercion, so
     every value already has the type the model would give it and the model's dump would not change
     it (`_voucher`); a NaN or an infinity is refused (the model's `allow_inf_nan=False`, and no field
-    takes any value). The result is that validation's output, plain
-    dicts, lists and scalars with `datetime` times: the file is parsed once. A cold report over
-    50,000 sessions spends most of its time here; this costs about half of building the model."""
+    takes any value). The result is that validation's output, plain dicts, lists and scalars with
+    `datetime` times: the file is parsed once. A cold report over 50,000 sessions spends most of
+    its time here; this costs about half of building the model."""
     if raw is None:
         return None
     try:
@@ -493,7 +497,6 @@ def load_summaries(store: Store, levels: Iterable[Level] | None = None, since: f
 Job = tuple[str, str, str, str]  # (session id, cache key, state file, folder)
 Read = tuple[str, str, Summary | Stub | None]  # (session id, cache key, what was read: None = unreadable)
 PARALLEL_FROM = 2000  # sessions to read before a second process is worth its fork
-Row = tuple[str, str, float, float, int, float | None, Summary | None]  # a cache row; None: a stub
 SPLIT = 50  # percent of the jobs this process reads; the forked child reads the rest
 
 
@@ -507,10 +510,6 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
     on to build the report (`forked.settle` waits for it). The cache's connection is closed across
     the fork (a sqlite connection must not cross one). If the child fails, this process reads its
     part and keeps every row itself."""
-    import marshal
-
-    from session_manager import forked
-
     child: forked.Forked | None = None
     half = len(jobs) * SPLIT // 100
     if len(jobs) >= PARALLEL_FROM and forked.available():
@@ -532,10 +531,10 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
         reads = _read_jobs(store, jobs, low, high)
     else:
         reads = _read_jobs(store, jobs[:half], low, high)
-        writes = cache is not None and cache.conn is not None
-        writes = child.send(marshal.dumps(reads) if writes else None)  # sent while the child may still be reading
+        cached = cache is not None and cache.conn is not None
+        handed = child.send(marshal.dumps(reads) if cached else None)  # sent while the child may still be reading
         theirs = _their_reads(child, len(jobs) - half)
-        if theirs is not None and writes:  # the child writes every row: nothing left to keep here
+        if theirs is not None and handed:  # the child writes every row: nothing left to keep here
             forked.behind(child)
             return reads + theirs
         child.wait()
@@ -546,10 +545,8 @@ def _read_many(store: Store, jobs: list[Job], low: float, high: float,
     return reads
 
 
-def _their_reads(child: Any, count: int) -> list[Read] | None:
+def _their_reads(child: forked.Forked, count: int) -> list[Read] | None:
     """The `count` reads a forked reader answered with, or None if it failed or answered something else."""
-    import marshal
-
     answer = child.answer()
     try:
         theirs = marshal.loads(answer) if answer is not None else None
@@ -609,6 +606,7 @@ CREATE TABLE IF NOT EXISTS summaries(id TEXT PRIMARY KEY, key TEXT NOT NULL, sta
     touched REAL NOT NULL, active INTEGER NOT NULL, overall REAL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+Row = tuple[str, str, float, float, int, float | None, Summary | None]  # a cache row to write; None: a stub
 
 
 def _session_ids(names: list[str]) -> list[str]:
@@ -637,8 +635,6 @@ class SummaryCache:
 
     def __enter__(self) -> SummaryCache:
         import sqlite3
-
-        from session_manager import forked
 
         forked.settle()  # rows an earlier report is still writing land first
         try:
